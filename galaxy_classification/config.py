@@ -1,0 +1,56 @@
+"""Where the SDSS services live and how long we wait for them.
+
+Every value is read from the environment at call time (not import time), so a
+test or a user can point the client elsewhere without touching code:
+
+    SDSS_SKYSERVER_URL   default https://skyserver.sdss.org
+    SDSS_CASJOBS_URL     default https://skyserver.sdss.org/CasJobs/RestApi
+    SCISERVER_LOGIN_URL  default https://apps.sciserver.org/login-portal
+    SDSS_TIMEOUT         seconds per request (connect and read), default 60
+    SDSS_MAX_RATE        cutout requests per second, all workers together, default 10
+"""
+
+import os
+
+DEFAULT_SKYSERVER_URL = "https://skyserver.sdss.org"
+DEFAULT_CASJOBS_URL = "https://skyserver.sdss.org/CasJobs/RestApi"
+DEFAULT_LOGIN_URL = "https://apps.sciserver.org/login-portal"
+DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
+
+
+def _url(variable, default):
+    return os.environ.get(variable, default).rstrip("/")
+
+
+def skyserver_url():
+    return _url("SDSS_SKYSERVER_URL", DEFAULT_SKYSERVER_URL)
+
+
+def casjobs_url():
+    return _url("SDSS_CASJOBS_URL", DEFAULT_CASJOBS_URL)
+
+
+def login_url():
+    return _url("SCISERVER_LOGIN_URL", DEFAULT_LOGIN_URL)
+
+
+def _positive_float(variable, default):
+    text = os.environ.get(variable)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"environment variable {variable} must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"environment variable {variable} must be a positive number, got {text!r}")
+    return value
+
+
+def timeout_seconds():
+    return _positive_float("SDSS_TIMEOUT", DEFAULT_TIMEOUT_SECONDS)
+
+
+def max_requests_per_second():
+    return _positive_float("SDSS_MAX_RATE", DEFAULT_MAX_REQUESTS_PER_SECOND)

@@ -1,0 +1,173 @@
+"""Fetch a sample of spiral and elliptical galaxies into plain files.
+
+Writes, into ``out_dir`` (default ``data/``), row for row aligned:
+
+    galaxy_data.csv     the catalogue (objid, ra, dec, petroR90_g, petroFlux_g,
+                        specObjID, lnLDeV_g, lnLExp_g, z, galaxy_type, ...)
+    galaxy_images.npy   (n, 512, 512, 3) uint8 gri colour cutouts
+    galaxy_labels.npy   (n,) labels, 0 = spiral, 1 = elliptical
+
+From the real SDSS (needs the network; a SciServer account unless --no-login):
+
+    python -c "import sdss_query; sdss_query.create_datafiles()"
+    python sdss_query.py --n-galaxies 500 --no-login
+
+From the offline synthetic sky (no network, no account):
+
+    python sdss_query.py --synthetic --n-galaxies 400
+
+Custom samples: edit ``SQL_Query`` below (or pass ``sql=``); its ``{...}``
+fields are filled with the validated numeric parameters, never with user text.
+Run ``python sdss_query.py --help`` for every option.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from galaxy_classification import parameters
+
+# The catalogue query, one per class. {class_condition} becomes the spiral or the
+# elliptical likelihood test (galaxy_classification.catalogue); the class test is
+# parenthesised so its OR/AND can never escape the redshift, flux and clean cuts.
+SQL_Query = """SELECT TOP {n_galaxies}
+  g.objID AS objid, g.ra, g.dec, g.petroR90_g, g.petroFlux_g,
+  CAST(s.specObjID AS VARCHAR(20)) AS specObjID, g.lnLDeV_g, g.lnLExp_g, s.z
+FROM Galaxy AS g
+  JOIN SpecObj AS s ON s.bestObjID = g.objID
+WHERE s.z BETWEEN {lower_z_limit} AND {upper_z_limit}
+  AND s.zWarning = 0
+  AND g.petroFlux_g BETWEEN {lower_flux_limit} AND {upper_flux_limit}
+  AND g.clean = 1
+  AND ({class_condition})
+"""
+
+SOURCES = ("sdss", "synthetic")
+LABEL_RULES = ("likelihood", "galaxyzoo")
+DEFAULT_SEED = 42
+
+
+def create_datafiles(
+    n_galaxies=150,
+    galaxy_type="both",
+    lower_z_limit=0.1,
+    upper_z_limit=0.3,
+    lower_flux_limit=50,
+    upper_flux_limit=500,
+    data_release="DR15",
+    image_data=True,
+    image_scale_factor=0.01,
+    *,
+    out_dir="data",
+    source="sdss",
+    login=True,
+    labels="likelihood",
+    workers=8,
+    sql=None,
+    seed=DEFAULT_SEED,
+    image_size=512,
+    dry_run=False,
+):
+    """Write galaxy_data.csv, galaxy_images.npy and galaxy_labels.npy into ``out_dir``.
+
+    ``galaxy_type='both'`` gives a balanced sample, half spirals and half
+    ellipticals. Cutouts are ``image_size`` pixels square at
+    ``image_scale_factor * petroR90_g`` arcsec per pixel. ``source='synthetic'``
+    draws the sample from the offline synthetic sky instead of SDSS (``seed``
+    makes it reproducible). ``dry_run=True`` prints the SQL and URLs it would
+    send and returns without sending anything. Every argument is checked
+    before any request or file write; a bad one raises ``ValueError``.
+    Returns the output directory as a ``pathlib.Path``.
+    """
+    sample = parameters.validate_sample_parameters(
+        n_galaxies, galaxy_type, lower_z_limit, upper_z_limit, lower_flux_limit,
+        upper_flux_limit, data_release, image_data, image_scale_factor, image_size,
+    )
+    out_dir = _output_directory(out_dir)
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
+    if labels not in LABEL_RULES:
+        raise ValueError(f"labels must be one of {', '.join(map(repr, LABEL_RULES))}, got {labels!r}")
+    workers = parameters.positive_integer("workers", workers)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if source == "synthetic":
+        return _create_synthetic(sample, out_dir, seed, dry_run)
+    from galaxy_classification import sdss_sample
+
+    return sdss_sample.create_sdss_datafiles(
+        sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
+        login=login, label_rule=labels, workers=workers, seed=seed, dry_run=dry_run,
+    )
+
+
+def _output_directory(out_dir):
+    if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
+        raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    return out_dir
+
+
+def _create_synthetic(sample, out_dir, seed, dry_run):
+    from galaxy_classification import synthetic
+
+    if dry_run:
+        print(f"dry run: would generate {sample.n_galaxies} synthetic galaxies into {out_dir}/")
+        return out_dir
+    return synthetic.create_synthetic_datafiles(sample, out_dir, seed=seed)
+
+
+def build_argument_parser():
+    parser = argparse.ArgumentParser(
+        prog="sdss_query.py",
+        description="Fetch spiral and elliptical galaxies (catalogue + JPEG cutouts) into data files.",
+    )
+    add = parser.add_argument
+    add("--n-galaxies", type=int, default=150, help="galaxies in the sample (default 150)")
+    add("--galaxy-type", default="both", help="both | spiral | elliptical (default both: half each)")
+    add("--z-min", type=float, default=0.1, help="lower redshift limit (default 0.1)")
+    add("--z-max", type=float, default=0.3, help="upper redshift limit (default 0.3)")
+    add("--flux-min", type=float, default=50, help="lower petroFlux_g limit, nanomaggies (default 50)")
+    add("--flux-max", type=float, default=500, help="upper petroFlux_g limit, nanomaggies (default 500)")
+    add("--data-release", default="DR15", help="SDSS data release, DR followed by digits (default DR15)")
+    add("--scale-factor", type=float, default=0.01,
+        help="cutout scale in arcsec/pixel = this x petroR90_g (default 0.01)")
+    add("--no-images", action="store_true", help="write the catalogue and labels only")
+    add("--no-login", action="store_true", help="use the SkyServer SQL search, no SciServer account")
+    add("--labels", choices=LABEL_RULES, default="likelihood",
+        help="label rule: profile-fit likelihoods or Galaxy Zoo 1 votes (default likelihood)")
+    add("--workers", type=int, default=8, help="concurrent cutout downloads (default 8)")
+    add("--out", default="data", help="output directory (default data/)")
+    add("--synthetic", action="store_true", help="generate an offline synthetic sky instead of querying SDSS")
+    add("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    add("--image-size", type=int, default=512, help="cutout side in pixels (default 512)")
+    add("--dry-run", action="store_true", help="print the SQL and URLs that would be sent, send nothing")
+    return parser
+
+
+def main(argv=None):
+    parser = build_argument_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        out_dir = create_datafiles(
+            arguments.n_galaxies, arguments.galaxy_type, arguments.z_min, arguments.z_max,
+            arguments.flux_min, arguments.flux_max, arguments.data_release,
+            image_data=not arguments.no_images, image_scale_factor=arguments.scale_factor,
+            out_dir=arguments.out, source="synthetic" if arguments.synthetic else "sdss",
+            login=not arguments.no_login, labels=arguments.labels, workers=arguments.workers,
+            seed=arguments.seed, image_size=arguments.image_size, dry_run=arguments.dry_run,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: finished cutouts are cached, rerun to resume", file=sys.stderr)
+        return 130
+    if not arguments.dry_run:
+        print(f"wrote {out_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

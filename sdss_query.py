@@ -27,14 +27,18 @@ from pathlib import Path
 
 from galaxy_classification import parameters
 
-# The catalogue query, one per class. {class_condition} becomes the spiral or the
-# elliptical likelihood test (galaxy_classification.catalogue); the class test is
-# parenthesised so its OR/AND can never escape the redshift, flux and clean cuts.
+# The catalogue query, sent once per class ('both' = two queries of half the
+# sample each: a balanced sample, and no UNION, which SkyServer refuses).
+# {class_condition} becomes the spiral or the elliptical test of the label rule
+# (galaxy_classification.catalogue); it is parenthesised so its OR/AND can never
+# escape the redshift, flux and clean cuts. {label_columns} and {label_join} are
+# empty for labels='likelihood' and add the Galaxy Zoo 1 table (zooSpec) for
+# labels='galaxyzoo'. specObjID can exceed 2^63, so it travels as text.
 SQL_Query = """SELECT TOP {n_galaxies}
   g.objID AS objid, g.ra, g.dec, g.petroR90_g, g.petroFlux_g,
-  CAST(s.specObjID AS VARCHAR(20)) AS specObjID, g.lnLDeV_g, g.lnLExp_g, s.z
+  CAST(s.specObjID AS VARCHAR(20)) AS specObjID, g.lnLDeV_g, g.lnLExp_g, s.z{label_columns}
 FROM Galaxy AS g
-  JOIN SpecObj AS s ON s.bestObjID = g.objID
+  JOIN SpecObj AS s ON s.bestObjID = g.objID{label_join}
 WHERE s.z BETWEEN {lower_z_limit} AND {upper_z_limit}
   AND s.zWarning = 0
   AND g.petroFlux_g BETWEEN {lower_flux_limit} AND {upper_flux_limit}
@@ -148,6 +152,8 @@ def build_argument_parser():
 
 
 def main(argv=None):
+    from galaxy_classification.skyserver import SDSSQueryError
+
     parser = build_argument_parser()
     arguments = parser.parse_args(argv)
     try:
@@ -161,6 +167,9 @@ def main(argv=None):
         )
     except ValueError as error:
         parser.error(str(error))
+    except SDSSQueryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished cutouts are cached, rerun to resume", file=sys.stderr)
         return 130

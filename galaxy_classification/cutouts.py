@@ -1,0 +1,171 @@
+"""Download many SDSS JPEG cutouts: concurrent, polite, retrying, resumable.
+
+:func:`download_cutouts` fetches one cutout per catalogue row into
+``cache_dir/<objid>.jpg``:
+
+- at most ``workers`` connections are open at once (a thread pool of that size
+  over a connection pool of that size that blocks instead of opening more);
+- all threads share one token bucket capping the request rate
+  (``SDSS_MAX_RATE``, default 10 per second; see :mod:`config`);
+- 429/5xx replies and refused connections are retried by urllib3 with
+  exponential back-off and jitter; a body cut off mid-way or one that is not a
+  JPEG is retried here the same way; a 404 (outside the footprint) is final;
+- every body must decode to ``image_size`` x ``image_size`` x 3 before it is
+  cached, and it is cached atomically, so a file in the cache is always a good
+  cutout and a rerun after a crash or Ctrl-C downloads only what is missing.
+
+The cache is keyed by objid only: after changing the image scale, use a new
+output directory (or delete ``cutouts/``). A cached file of the wrong size is
+downloaded again.
+"""
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from . import config, skyserver, storage
+
+
+@dataclass
+class CutoutReport:
+    """What :func:`download_cutouts` did. ``failures`` maps objid to
+    ``(reason, permanent)``; permanent failures will fail again on a rerun."""
+
+    downloaded: int = 0
+    from_cache: int = 0
+    failures: dict = field(default_factory=dict)
+
+    def summary(self):
+        return f"{self.downloaded} downloaded, {self.from_cache} from cache, {len(self.failures)} failed"
+
+
+class RateLimiter:
+    """A token bucket shared by threads: on average at most ``rate`` requests a
+    second, in bursts of at most ``burst``. A caller that finds the bucket
+    empty reserves the next token and sleeps until it is due."""
+
+    def __init__(self, rate, burst=1):
+        self._rate = float(rate)
+        self._capacity = float(burst)
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self, stop_event=None):
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+            self._tokens -= 1
+            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            if stop_event is None:
+                time.sleep(wait)
+            else:
+                stop_event.wait(wait)
+
+
+def cutout_path(cache_dir, objid):
+    if not objid.isdigit():
+        # objids become file names: refuse anything that is not a plain number
+        raise ValueError(f"objid {objid!r} is not a decimal number")
+    return Path(cache_dir) / f"{objid}.jpg"
+
+
+def is_cached(path, image_size):
+    """A cached cutout of the right size (only the JPEG header is read)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.size == (image_size, image_size)
+    except (OSError, ValueError):
+        return False
+
+
+def cutout_scale(petro_r90_g, image_scale_factor):
+    """Arcsec per pixel: the cutout spans image_size x scale_factor x petroR90_g."""
+    return image_scale_factor * float(petro_r90_g)
+
+
+def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, image_size, workers):
+    """Make sure ``cache_dir/<objid>.jpg`` holds a cutout for every catalogue row.
+
+    ``catalogue`` needs objid (text), ra, dec and petroR90_g. Returns a
+    :class:`CutoutReport`; prints a progress bar and a final summary line.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    report = CutoutReport()
+    missing = []
+    for galaxy in catalogue[["objid", "ra", "dec", "petroR90_g"]].itertuples(index=False):
+        path = cutout_path(cache_dir, galaxy.objid)
+        if is_cached(path, image_size):
+            report.from_cache += 1
+        else:
+            request = skyserver.build_cutout_request(
+                galaxy.ra, galaxy.dec, cutout_scale(galaxy.petroR90_g, image_scale_factor), image_size, data_release)
+            missing.append((galaxy.objid, request, path))
+    if missing:
+        _download(missing, image_size, workers, report, total=len(catalogue))
+    print(report.summary())
+    return report
+
+
+def _download(missing, image_size, workers, report, total):
+    limiter = RateLimiter(config.max_requests_per_second())
+    stop = threading.Event()
+    session = skyserver.make_session(pool_size=workers)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cutout")
+    try:
+        futures = {
+            executor.submit(_fetch_and_cache, session, limiter, stop, request, path, image_size): objid
+            for objid, request, path in missing
+        }
+        with tqdm(total=total, initial=report.from_cache, desc="cutouts", unit="img") as progress:
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                    report.downloaded += 1
+                except skyserver.SDSSQueryError as error:
+                    report.failures[futures[future]] = (str(error), not error.transient)
+                progress.update()
+    except BaseException:
+        # Ctrl-C or a bug: drop the queued downloads, let the running ones finish
+        # their (atomic) write, so the cache holds only complete cutouts.
+        stop.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        executor.shutdown(wait=True)
+        session.close()
+
+
+def _fetch_and_cache(session, limiter, stop, request, path, image_size):
+    body = fetch_with_retries(session, limiter, stop, request, image_size)
+    storage.write_bytes_atomic(path, body)
+
+
+def fetch_with_retries(session, limiter, stop, request, image_size):
+    """JPEG bytes of one verified cutout; bodies cut off or not JPEG are retried
+    with exponential back-off and jitter (HTTP-level retries happen in urllib3)."""
+    retries = config.retries()
+    backoff = config.backoff_seconds()
+    attempt = 0
+    while True:
+        if stop.is_set():
+            raise skyserver.SDSSQueryError("interrupted", transient=True)
+        limiter.acquire(stop)
+        try:
+            body, _ = skyserver.fetch_cutout(session, request, image_size)
+            return body
+        except skyserver.CutoutBodyError as error:
+            if attempt == retries:
+                raise skyserver.CutoutBodyError(f"{error} (gave up after {retries + 1} attempts)") from None
+        if stop.wait(backoff * 2**attempt + random.uniform(0, backoff)):
+            raise skyserver.SDSSQueryError("interrupted", transient=True)
+        attempt += 1

@@ -1,0 +1,417 @@
+"""The real-SDSS route of sdss_query.create_datafiles, against a loopback fake.
+
+What a user relies on: both routes (SciServer login + CasJobs, and the
+no-account SkyServer SQL search) and both label rules give aligned files;
+service faults are retried or reported, never turned into data; a rerun after
+Ctrl-C downloads only what is missing; a wrong password costs exactly one login
+attempt; ids stay exact; bad input fails before any request; credentials never
+leak into output, logs or files.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sdss_query
+from fake_sdss import (BIG_OBJID, BIG_SPECOBJID, PASSWORD, TOKEN, USERNAME, FakeSDSS, make_sky,
+                       objid_colour)
+from galaxy_classification import cutouts, skyserver, storage
+from galaxy_classification.skyserver import SDSSQueryError
+
+RETRIES = 3
+IMAGE_SIZE = 64
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    server = FakeSDSS(make_sky(n_spiral=12, n_elliptical=12, n_uncertain=4)).start()
+    point_client_at(server, monkeypatch)
+    yield server
+    server.stop()
+
+
+def point_client_at(server, monkeypatch):
+    monkeypatch.setenv("SDSS_SKYSERVER_URL", server.url)
+    monkeypatch.setenv("SDSS_CASJOBS_URL", f"{server.url}/CasJobs/RestApi")
+    monkeypatch.setenv("SCISERVER_LOGIN_URL", f"{server.url}/login-portal")
+    monkeypatch.setenv("SDSS_RETRIES", str(RETRIES))
+    monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "0.005")
+    monkeypatch.setenv("SDSS_MAX_RATE", "1000")
+    monkeypatch.setenv("SDSS_TIMEOUT", "5")
+    for variable in ("SCISERVER_TOKEN", "SCISERVER_USERNAME", "SCISERVER_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    monkeypatch.setenv("SCISERVER_USERNAME", USERNAME)
+    monkeypatch.setenv("SCISERVER_PASSWORD", PASSWORD)
+
+
+def fetch(out_dir, n_galaxies=8, **options):
+    options.setdefault("login", False)
+    options.setdefault("image_size", IMAGE_SIZE)
+    options.setdefault("workers", 4)
+    return sdss_query.create_datafiles(n_galaxies, out_dir=out_dir, **options)
+
+
+def read_outputs(out_dir):
+    catalogue = storage.read_catalogue(out_dir / storage.CATALOGUE_FILE)
+    images = np.load(out_dir / storage.IMAGES_FILE)
+    labels = np.load(out_dir / storage.LABELS_FILE)
+    return catalogue, images, labels
+
+
+def assert_aligned(catalogue, images, labels):
+    """Row i of the csv, image i and label i describe the same galaxy."""
+    assert len(catalogue) == len(images) == len(labels)
+    assert images.dtype == np.uint8 and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    for objid, image in zip(catalogue["objid"], images):
+        assert np.abs(image.mean(axis=(0, 1)) - objid_colour(objid)).max() < 4, objid
+    assert list(labels) == [{"spiral": 0, "elliptical": 1}[name] for name in catalogue["galaxy_type"]]
+
+
+# --- happy paths ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_rule", ["likelihood", "galaxyzoo"])
+@pytest.mark.parametrize("login", [False, True])
+def test_both_routes_and_label_rules_give_a_balanced_aligned_sample(fake, credentials, tmp_path, login, label_rule):
+    fetch(tmp_path, n_galaxies=8, login=login, labels=label_rule)
+
+    catalogue, images, labels = read_outputs(tmp_path)
+    assert_aligned(catalogue, images, labels)
+    assert sorted(labels) == [0] * 4 + [1] * 4
+    assert {"objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "z"} <= set(
+        catalogue.columns)
+    assert fake.count("getjpeg") == 8
+    if login:
+        assert (fake.count("login"), fake.count("casjobs"), fake.count("sqlsearch")) == (1, 2, 0)
+        assert all(request[3].get("X-Auth-Token") == TOKEN for request in fake.requests if request[0] == "casjobs")
+    else:
+        assert (fake.count("login"), fake.count("casjobs"), fake.count("sqlsearch")) == (0, 0, 2)
+    assert pd.read_csv(tmp_path / "failed_cutouts.csv").empty
+
+
+def test_galaxy_zoo_labels_come_from_the_flags_and_leave_out_uncertain_galaxies(fake, tmp_path):
+    sql = ("SELECT TOP 100 g.objID, g.ra, g.dec, g.petroR90_g, zs.spiral, zs.elliptical, zs.uncertain "
+           "FROM Galaxy AS g JOIN zooSpec AS zs ON zs.objid = g.objID")
+    fetch(tmp_path, sql=sql, labels="galaxyzoo")
+
+    catalogue, images, labels = read_outputs(tmp_path)
+    assert_aligned(catalogue, images, labels)
+    assert len(catalogue) == 24  # 12 spirals + 12 ellipticals; the 4 uncertain ones are left out
+    truth = {str(galaxy["objid"]): galaxy["elliptical"] for galaxy in fake.galaxies}
+    assert list(labels) == [truth[objid] for objid in catalogue["objid"]]
+
+
+def test_token_from_the_environment_needs_no_login_request(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCISERVER_TOKEN", TOKEN)
+    fetch(tmp_path, n_galaxies=4, login=True, image_data=False)
+    assert fake.count("login") == 0 and fake.count("casjobs") == 2
+    assert not (tmp_path / storage.IMAGES_FILE).exists()
+    assert len(np.load(tmp_path / storage.LABELS_FILE)) == 4
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_spec_obj_id_above_two_to_the_63_round_trips_exactly(fake, credentials, tmp_path, login):
+    # without CAST, CasJobs sends specObjID as a bare JSON integer above 2^63
+    sql = ("SELECT TOP 30 g.objID, g.ra, g.dec, g.petroR90_g, g.lnLDeV_g, g.lnLExp_g, s.specObjID "
+           "FROM Galaxy AS g JOIN SpecObj AS s ON s.bestObjID = g.objID")
+    fetch(tmp_path, sql=sql, login=login)
+
+    text = (tmp_path / storage.CATALOGUE_FILE).read_text()
+    assert BIG_SPECOBJID in text and BIG_OBJID in text
+    catalogue = storage.read_catalogue(tmp_path / storage.CATALOGUE_FILE)
+    row = catalogue[catalogue["objid"] == BIG_OBJID].iloc[0]
+    assert int(row["specObjID"]) == int(BIG_SPECOBJID) > 2**63
+    expected = {str(galaxy["objid"]): str(galaxy["specobjid"]) for galaxy in fake.galaxies}
+    assert list(catalogue["specObjID"]) == [expected[objid] for objid in catalogue["objid"]]
+
+
+def test_custom_sql_column_names_are_matched_case_insensitively(fake, tmp_path):
+    sql = "SELECT TOP 6 g.OBJID, g.RA, g.DEC, g.PETROR90_G, g.LNLDEV_G, g.LNLEXP_G FROM Galaxy AS g"
+    fetch(tmp_path, sql=sql)
+    catalogue = storage.read_catalogue(tmp_path / storage.CATALOGUE_FILE)
+    assert list(catalogue.columns[:6]) == ["objid", "ra", "dec", "petroR90_g", "lnLDeV_g", "lnLExp_g"]
+
+
+# --- faults ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("faults", [["503", "503"], ["429"], ["500", "503", "500"], ["drop"], ["notjpeg"],
+                                    ["drop", "503", "notjpeg"]])
+def test_transient_cutout_faults_are_retried_until_the_cutout_arrives(fake, tmp_path, faults):
+    objid = BIG_OBJID  # the first elliptical: always in the sample
+    fake.faults[objid] = list(faults)
+    fetch(tmp_path, n_galaxies=8)
+
+    catalogue, images, labels = read_outputs(tmp_path)
+    assert_aligned(catalogue, images, labels)
+    assert objid in set(catalogue["objid"]) and len(catalogue) == 8
+    assert fake.cutout_requests[objid] == len(faults) + 1
+
+
+def test_cutouts_that_keep_failing_are_left_out_of_all_three_files_and_listed(monkeypatch, tmp_path):
+    server = FakeSDSS(make_sky(n_spiral=6, n_elliptical=6, n_outside=2)).start()
+    try:
+        point_client_at(server, monkeypatch)
+        outside = {str(galaxy["objid"]) for galaxy in server.galaxies if galaxy["dec"] < -30}
+        always_503 = str(server.galaxies[3]["objid"])
+        server.sticky_faults[always_503] = "503"
+        fetch(tmp_path, n_galaxies=8)
+    finally:
+        server.stop()
+
+    catalogue, images, labels = read_outputs(tmp_path)
+    assert_aligned(catalogue, images, labels)
+    failed = pd.read_csv(tmp_path / "failed_cutouts.csv", dtype={"objid": str})
+    assert set(failed["objid"]) == outside | {always_503}
+    assert not set(failed["objid"]) & set(catalogue["objid"])
+    assert len(catalogue) == 8 - 3
+    reasons = dict(zip(failed["objid"], failed["reason"]))
+    permanent = dict(zip(failed["objid"], failed["permanent"]))
+    assert all("404" in reasons[objid] and "footprint" in reasons[objid] and permanent[objid] for objid in outside)
+    assert "503" in reasons[always_503] and not permanent[always_503]
+    assert all(server.cutout_requests[objid] == 1 for objid in outside)  # a 404 is not retried
+    assert server.cutout_requests[always_503] == RETRIES + 1
+
+
+def test_maintenance_page_is_retried_then_raised_with_the_service_message(fake, tmp_path):
+    fake.sql_mode = "503"
+    with pytest.raises(SDSSQueryError, match="503 Service Unavailable.*No server is available"):
+        fetch(tmp_path)
+    assert fake.count("sqlsearch") == RETRIES + 1
+    assert not tmp_path.joinpath(storage.CATALOGUE_FILE).exists()
+
+
+def test_html_page_with_status_200_is_an_error_not_data(fake, tmp_path):
+    fake.sql_mode = "html"
+    with pytest.raises(SDSSQueryError, match="Skyserver Error"):
+        fetch(tmp_path)
+    assert fake.count("sqlsearch") == 1 and fake.count("getjpeg") == 0
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_sql_error_raises_with_the_service_message(fake, credentials, tmp_path, login):
+    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'"):
+        fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.foo FROM Galaxy AS g", login=login)
+
+
+def test_error_message_row_in_a_200_reply_is_raised(fake, tmp_path):
+    with pytest.raises(SDSSQueryError, match="must be a select statement"):
+        fetch(tmp_path, sql="DROP TABLE galaxies")
+
+
+def test_empty_result_suggests_wider_limits(fake, tmp_path):
+    with pytest.raises(SDSSQueryError, match="wider limits"):
+        fetch(tmp_path, lower_z_limit=2.0, upper_z_limit=3.0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_custom_sql_missing_columns_are_named(fake, tmp_path):
+    with pytest.raises(ValueError, match=r"petroR90_g, lnLDeV_g, lnLExp_g"):
+        fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.ra, g.dec FROM Galaxy AS g")
+    with pytest.raises(ValueError, match=r"spiral, elliptical"):
+        fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.ra, g.dec, g.petroR90_g FROM Galaxy AS g", labels="galaxyzoo")
+
+
+# --- resume ------------------------------------------------------------------------
+
+
+class InterruptedProgress:
+    """A tqdm stand-in that presses Ctrl-C after a few cutouts."""
+
+    def __init__(self, *args, after=3, **kwargs):
+        self.updates, self.after = 0, after
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def update(self, n=1):
+        self.updates += n
+        if self.updates >= self.after:
+            raise KeyboardInterrupt
+
+
+def test_rerun_after_ctrl_c_downloads_only_the_missing_cutouts(fake, tmp_path, monkeypatch, capsys):
+    previous = {name: b"previous data set" for name in (storage.CATALOGUE_FILE, storage.IMAGES_FILE)}
+    for name, content in previous.items():
+        (tmp_path / name).write_bytes(content)
+    fake.latency = 0.02
+    with monkeypatch.context() as patch:
+        patch.setattr(cutouts, "tqdm", InterruptedProgress)
+        with pytest.raises(KeyboardInterrupt):
+            fetch(tmp_path, n_galaxies=16, workers=2)
+
+    assert all((tmp_path / name).read_bytes() == content for name, content in previous.items())
+    cutout_dir = tmp_path / "cutouts"
+    cached = {path.stem for path in cutout_dir.glob("*.jpg")}
+    assert 3 <= len(cached) < 16
+    assert not list(cutout_dir.glob(".*.tmp"))
+    first_run_requests = fake.count("getjpeg")
+    fake.reset_counts()
+    capsys.readouterr()
+
+    fetch(tmp_path, n_galaxies=16, workers=2)
+
+    assert fake.count("getjpeg") == 16 - len(cached)
+    assert not cached & {objid for objid, count in fake.cutout_requests.items() if count}
+    assert first_run_requests < 16
+    assert f"{16 - len(cached)} downloaded, {len(cached)} from cache, 0 failed" in capsys.readouterr().out
+    assert_aligned(*read_outputs(tmp_path))
+
+
+# --- login ---------------------------------------------------------------------------
+
+
+def test_a_wrong_password_makes_exactly_one_login_request(fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCISERVER_USERNAME", USERNAME)
+    monkeypatch.setenv("SCISERVER_PASSWORD", "wrong-password-123")
+    with pytest.raises(SDSSQueryError) as raised:
+        fetch(tmp_path, login=True)
+    message = str(raised.value)
+    assert "locks" in message and "401 Unauthorized" in message
+    assert "wrong-password-123" not in message + capsys.readouterr().out
+    assert fake.count("login") == 1 and fake.count() == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_lockout_message_is_reported_without_retrying(fake, tmp_path, monkeypatch):
+    fake.login_attempts[USERNAME] = 3  # three failures already today
+    monkeypatch.setenv("SCISERVER_USERNAME", USERNAME)
+    monkeypatch.setenv("SCISERVER_PASSWORD", PASSWORD)
+    with pytest.raises(SDSSQueryError, match="Maximum number of login attempts"):
+        fetch(tmp_path, login=True)
+    assert fake.count("login") == 1
+
+
+def test_no_credentials_and_no_terminal_fails_before_any_request(fake, tmp_path):
+    with pytest.raises(SDSSQueryError, match="SCISERVER_TOKEN"):
+        fetch(tmp_path, login=True)
+    assert fake.count() == 0
+
+
+def test_credentials_never_appear_in_output_logs_or_files(fake, credentials, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    fetch(tmp_path, n_galaxies=4, login=True)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + caplog.text
+    files = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    for secret in (PASSWORD, TOKEN):
+        assert secret not in text
+        assert secret.encode() not in files
+    assert fake.count("casjobs") == 2  # the token was used, just never shown
+
+
+# --- bad input, dry run ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [
+    {"n_galaxies": 0}, {"galaxy_type": "spirals"}, {"lower_z_limit": 0.3, "upper_z_limit": 0.1},
+    {"lower_flux_limit": "50"}, {"data_release": "15"}, {"data_release": "DR15; DROP TABLE x"},
+    {"image_scale_factor": -1.0}, {"labels": "zoo"}, {"workers": 0}, {"login": "yes"},
+    {"image_size": 32}, {"upper_z_limit": float("nan")}, {"source": "sdsss"}, {"sql": ""},
+])
+def test_bad_input_fails_before_any_request_or_file(fake, tmp_path, options):
+    out_dir = tmp_path / "out"
+    n_galaxies = options.pop("n_galaxies", 8)
+    with pytest.raises(ValueError):
+        fetch(out_dir, n_galaxies=n_galaxies, **options)
+    assert fake.count() == 0
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("template", [
+    "SELECT TOP {n_galaxies} objid FROM Galaxy WHERE ({class_condition}) UNION SELECT objid FROM Star",
+    "SELECT TOP {n_galaxies} objid FROM Galaxy WHERE ({class_condition}); DROP TABLE x",
+    "SELECT TOP {n_galaxies} objid FROM Galaxy WHERE {user_text} AND ({class_condition})",
+    "SELECT objid FROM Galaxy",
+])
+def test_a_broken_sql_template_fails_before_any_request(fake, tmp_path, monkeypatch, template):
+    monkeypatch.setattr(sdss_query, "SQL_Query", template)
+    with pytest.raises(ValueError, match="SQL_Query"):
+        fetch(tmp_path / "out")
+    assert fake.count() == 0
+
+
+def test_bad_environment_setting_fails_before_any_request(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDSS_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SDSS_TIMEOUT"):
+        fetch(tmp_path / "out")
+    assert fake.count() == 0
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_dry_run_prints_sql_and_urls_and_sends_nothing(fake, credentials, tmp_path, capsys, login):
+    fetch(tmp_path / "out", login=login, dry_run=True)
+    output = capsys.readouterr().out
+    assert output.count("SELECT TOP 4") == 2
+    assert "(g.lnLDeV_g < -2000.0 AND g.lnLDeV_g + 0.1 < g.lnLExp_g)" in output
+    assert f"{fake.url}/DR15/SkyServerWS/ImgCutout/getjpeg?ra=" in output
+    if login:
+        assert f"{fake.url}/CasJobs/RestApi/contexts/DR15/query" in output
+    else:
+        assert f"{fake.url}/DR15/SkyServerWS/SearchTools/SqlSearch?cmd=SELECT+TOP+4" in output
+    assert fake.count() == 0 and not (tmp_path / "out").exists()
+    assert PASSWORD not in output
+
+
+# --- concurrency, rate, command line ------------------------------------------------
+
+
+def test_no_more_connections_than_workers_are_opened(fake):
+    fake.latency = 0.02
+    galaxies = pd.DataFrame([{"objid": str(g["objid"]), "ra": g["ra"], "dec": g["dec"],
+                              "petroR90_g": g["petror90_g"]} for g in fake.galaxies])
+    fake.reset_counts()
+    import tempfile
+    with tempfile.TemporaryDirectory() as cache_dir:
+        report = cutouts.download_cutouts(galaxies, cache_dir, data_release="DR15", image_scale_factor=0.01,
+                                          image_size=IMAGE_SIZE, workers=3)
+    assert report.downloaded == len(galaxies) and not report.failures
+    assert 1 <= fake.max_open_connections <= 3
+
+
+def test_rate_limiter_spaces_requests_at_the_configured_rate(monkeypatch):
+    clock = {"now": 100.0, "slept": 0.0}
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        clock["slept"] += seconds
+
+    monkeypatch.setattr(cutouts.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(cutouts.time, "sleep", sleep)
+    limiter = cutouts.RateLimiter(rate=10, burst=1)
+    for _ in range(6):
+        limiter.acquire()
+    assert clock["slept"] == pytest.approx(0.5)  # the first is free, then one every 0.1 s
+
+
+def test_command_line_prints_one_line_on_a_service_error(fake, tmp_path, capsys):
+    fake.sql_mode = "html"
+    status = sdss_query.main(["--no-login", "--n-galaxies", "4", "--image-size", "64", "--out", str(tmp_path)])
+    error_output = capsys.readouterr().err
+    assert status == 1
+    assert error_output.startswith("error: SkyServer SQL search failed") and error_output.count("\n") == 1
+
+
+def test_command_line_offers_every_documented_flag(capsys):
+    with pytest.raises(SystemExit):
+        sdss_query.main(["--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--n-galaxies", "--galaxy-type", "--z-min", "--z-max", "--flux-min", "--flux-max",
+                 "--data-release", "--scale-factor", "--no-images", "--no-login", "--labels", "--workers",
+                 "--out", "--synthetic"):
+        assert flag in help_text
+
+
+def test_token_object_hides_its_value():
+    token = skyserver.SciServerToken(TOKEN)
+    assert TOKEN not in repr(token) + str(token) + f"{token}"
+    assert token.reveal() == TOKEN

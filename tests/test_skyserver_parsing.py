@@ -1,0 +1,273 @@
+"""Building and parsing SDSS requests, on canned replies from tests/data/.
+
+Each canned file is a literal reply shape from ../shared/sdss/PROTOCOL.md; the
+parsers must turn data into data and every error shape into SDSSQueryError
+with the service's own message.
+"""
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from urllib3.util.retry import Retry
+
+from galaxy_classification import catalogue, skyserver
+from galaxy_classification.skyserver import CutoutBodyError, SDSSQueryError
+
+DATA = Path(__file__).resolve().parent / "data"
+BIG_SPECOBJID = 10133099161583616000
+
+
+def canned_text(name):
+    return (DATA / name).read_text()
+
+
+def canned_bytes(name):
+    return (DATA / name).read_bytes()
+
+
+# --- SkyServer SqlSearch -----------------------------------------------------------
+
+
+def test_sql_search_csv_skips_exactly_the_table_line_and_keeps_ids_as_text():
+    columns, rows = skyserver.parse_sql_search_response(200, "text/plain", canned_text("sqlsearch_galaxies.csv"))
+    frame = catalogue.rows_to_frame(columns, rows)
+    assert len(frame) == 2
+    assert frame.loc[0, "specObjID"] == str(BIG_SPECOBJID)
+    assert frame.loc[0, "objid"] == "1237648720693755918"
+    assert frame["ra"].dtype == float and frame.loc[1, "lnLDeV_g"] == -2500.0
+
+
+def test_sql_search_with_zero_rows_returns_only_the_header():
+    columns, rows = skyserver.parse_sql_search_response(200, "text/plain", canned_text("sqlsearch_empty.csv"))
+    assert columns == ["objid", "ra", "dec"] and rows == []
+
+
+@pytest.mark.parametrize("name, status, content_type, message", [
+    ("sqlsearch_error_message.csv", 200, "text/plain", "must be a select statement: DROP TABLE foo"),
+    ("sqlsearch_limit.csv", 200, "text/plain", "limit is  top 500000"),
+    ("sqlsearch_sql_error.json", 500, "application/json; charset=utf-8", "Invalid column name 'foo'."),
+    ("sqlsearch_missing_cmd.json", 400, "application/json; charset=utf-8", "not enough parameters"),
+    ("maintenance_503.html", 503, "text/html", "503 Service Unavailable No server is available"),
+    ("maintenance_503.html", 200, "text/plain", "No server is available"),  # an HTML body is never data
+    ("skyserver_error_200.html", 200, "text/html", "Skyserver Error"),
+])
+def test_sql_search_errors_raise_with_the_service_message(name, status, content_type, message):
+    with pytest.raises(SDSSQueryError, match=message) as raised:
+        skyserver.parse_sql_search_response(status, content_type, canned_text(name))
+    assert raised.value.status_code == status
+
+
+def test_sql_travels_url_encoded_in_the_query_string():
+    sql = "SELECT TOP 1 u+g AS colour FROM Galaxy WHERE name = '#1' AND a < b & c"
+    prepared = skyserver.build_sql_search_request(sql, "DR17").prepare()
+    parts = urlsplit(prepared.url)
+    assert parts.path == "/DR17/SkyServerWS/SearchTools/SqlSearch"
+    assert "%2B" in parts.query and "%23" in parts.query and "%26" in parts.query
+    assert parse_qs(parts.query) == {"cmd": [sql], "format": ["csv"]}
+    assert prepared.method == "GET"
+
+
+# --- CasJobs ---------------------------------------------------------------------------
+
+
+def test_casjobs_json_result_keeps_big_integers_exact():
+    columns, rows = skyserver.parse_casjobs_response(200, "application/json", canned_text("casjobs_galaxies.json"))
+    frame = catalogue.rows_to_frame(columns, rows)
+    assert frame.loc[0, "specObjID"] == str(BIG_SPECOBJID)
+    assert frame.loc[1, "specObjID"] == "299489677444933632"
+    assert frame.loc[0, "objid"] == "1237648720693755918"
+
+
+def test_casjobs_sql_error_and_expired_token_raise_with_the_service_message():
+    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'"):
+        skyserver.parse_casjobs_response(500, "application/json", canned_text("casjobs_error.json"))
+    with pytest.raises(SDSSQueryError, match="401.*SCISERVER_TOKEN"):
+        skyserver.parse_casjobs_response(401, "application/json", canned_text("casjobs_unauthorized.json"))
+    with pytest.raises(SDSSQueryError, match="No server is available"):
+        skyserver.parse_casjobs_response(200, "text/html", canned_text("maintenance_503.html"))
+
+
+def test_casjobs_request_goes_to_the_release_context_with_the_token_header():
+    token = skyserver.SciServerToken("gAAAAAsecret")
+    request = skyserver.build_casjobs_request("SELECT 1", "DR16", token).prepare()
+    assert request.method == "POST"
+    assert request.url.endswith("/CasJobs/RestApi/contexts/DR16/query")
+    assert request.headers["X-Auth-Token"] == "gAAAAAsecret"
+    assert b'"Query": "SELECT 1"' in request.body
+
+
+def test_an_id_that_arrived_as_a_float_is_refused_not_rounded():
+    with pytest.raises(ValueError, match="specObjID.*CAST"):
+        catalogue.rows_to_frame(["objid", "specObjID"], [["1", 1.0133099161583616e19]])
+
+
+# --- login --------------------------------------------------------------------------------
+
+
+def test_login_token_comes_from_the_x_subject_token_header_or_else_the_body():
+    token = skyserver.parse_login_response(200, {"X-Subject-Token": "gAAAAAheader"}, "gAAAAAbody", "alice")
+    assert token.reveal() == "gAAAAAheader"
+    assert skyserver.parse_login_response(200, {}, "gAAAAAbody\n", "alice").reveal() == "gAAAAAbody"
+    with pytest.raises(SDSSQueryError, match="no token"):
+        skyserver.parse_login_response(200, {}, "<html>login page</html>", "alice")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("login_rejected.json", "401 Unauthorized"),
+    ("login_locked.json", "Maximum number of login attempts reached"),
+    ("login_bad_body.json", "could not be parsed"),
+])
+def test_a_refused_login_says_the_account_locks_and_is_not_retried(name, message):
+    with pytest.raises(SDSSQueryError, match=message) as raised:
+        skyserver.parse_login_response(500, {}, canned_text(name), "alice")
+    assert "locks" in str(raised.value) and "not retried" in str(raised.value)
+
+
+def test_login_request_body_and_path():
+    request = skyserver.build_login_request("alice", "s3cret").prepare()
+    assert request.method == "POST" and request.url.endswith("/login-portal/keystone/v3/tokens")
+    assert b'"name": "alice"' in request.body and b'"password": "s3cret"' in request.body
+
+
+def test_urllib3_never_retries_a_login_post():
+    login_retry = skyserver.make_login_session().get_adapter("https://apps.sciserver.org").max_retries
+    assert login_retry.total == 0 and "POST" not in login_retry.allowed_methods
+    default_retry = skyserver.make_session().get_adapter("https://skyserver.sdss.org").max_retries
+    assert "POST" not in default_retry.allowed_methods and "POST" in Retry.DEFAULT_ALLOWED_METHODS | {"POST"}
+    assert set(default_retry.status_forcelist) == {429, 500, 502, 503, 504}
+    assert "X-Auth-Token" in default_retry.remove_headers_on_redirect or "x-auth-token" in {
+        header.lower() for header in default_retry.remove_headers_on_redirect}
+
+
+def test_retries_back_off_exponentially_from_the_first_retry(monkeypatch):
+    monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "1")
+    retry = skyserver.retry_policy()
+    delays = []
+    for _ in range(4):
+        retry = retry.increment(method="GET", url="/x", error=None,
+                                response=type("Reply", (), {"status": 503, "get_redirect_location": lambda self: None,
+                                                            "headers": {}})())
+        delays.append(retry.get_backoff_time())
+    for attempt, delay in enumerate(delays):
+        assert 2**attempt <= delay <= 2**attempt + 1  # exponential, plus up to one base of jitter
+
+
+# --- cutouts -----------------------------------------------------------------------------
+
+
+def test_cutout_request_asks_for_a_square_image_without_overlays():
+    prepared = skyserver.build_cutout_request(197.614455642896, 18.438168853724, 0.0512, 512, "DR15").prepare()
+    parts = urlsplit(prepared.url)
+    assert parts.path == "/DR15/SkyServerWS/ImgCutout/getjpeg"
+    assert parse_qs(parts.query, keep_blank_values=True) == {
+        "ra": ["197.614455642896"], "dec": ["18.438168853724"], "scale": ["0.0512"],
+        "width": ["512"], "height": ["512"], "opt": [""]}
+
+
+def test_cutout_jpeg_decodes_to_size_by_size_by_three():
+    pixels = skyserver.parse_cutout_response(200, "OK", "image/jpeg", canned_bytes("cutout_64.jpg"), 64)
+    assert pixels.shape == (64, 64, 3) and pixels.dtype.name == "uint8"
+
+
+def test_a_404_with_a_jpeg_body_is_a_permanent_failure_not_an_image():
+    with pytest.raises(SDSSQueryError, match="outside the SDSS footprint") as raised:
+        skyserver.parse_cutout_response(404, "NOT FOUND. Requested (ra, dec) is outside the SDSS footprint.",
+                                        "image/jpeg", canned_bytes("cutout_outside_footprint.jpg"), 64)
+    assert not raised.value.transient
+
+
+def test_a_clamped_cutout_of_the_wrong_size_is_refused():
+    with pytest.raises(SDSSQueryError, match="64x64 pixels, asked for 128x128") as raised:
+        skyserver.parse_cutout_response(200, "OK", "image/jpeg", canned_bytes("cutout_64.jpg"), 128)
+    assert not raised.value.transient
+
+
+@pytest.mark.parametrize("body", [
+    canned_bytes("maintenance_503.html"),
+    canned_bytes("cutout_64.jpg")[:300],  # cut off mid-body
+    b"\xff\xd8\xff\xe0 not really a jpeg",
+])
+def test_a_body_that_is_not_a_complete_jpeg_is_worth_retrying(body):
+    with pytest.raises(CutoutBodyError):
+        skyserver.parse_cutout_response(200, "OK", "image/jpeg", body, 64)
+
+
+def test_cutout_400_and_5xx_carry_the_service_message():
+    with pytest.raises(SDSSQueryError, match="ra must be in") as raised:
+        skyserver.parse_cutout_response(400, "BadRequest", "application/json", canned_bytes("getjpeg_bad_ra.json"), 64)
+    assert not raised.value.transient
+    with pytest.raises(SDSSQueryError, match="503") as raised:
+        skyserver.parse_cutout_response(503, "Service Unavailable", "text/html", canned_bytes("maintenance_503.html"), 64)
+    assert raised.value.transient
+
+
+# --- catalogue SQL ---------------------------------------------------------------------
+
+
+def sample(**changes):
+    from galaxy_classification.parameters import validate_sample_parameters
+
+    values = dict(n_galaxies=9, galaxy_type="both", lower_z_limit=0.1, upper_z_limit=0.3, lower_flux_limit=50,
+                  upper_flux_limit=500, data_release="dr15", image_data=True, image_scale_factor=0.01)
+    values.update(changes)
+    return validate_sample_parameters(**values)
+
+
+def test_both_means_one_query_per_class_half_each_with_the_class_test_parenthesised():
+    import sdss_query
+
+    queries = catalogue.class_queries(sample(), sdss_query.SQL_Query, "likelihood")
+    assert [(query.label, query.n_galaxies) for query in queries] == [(0, 5), (1, 4)]
+    spiral_sql, elliptical_sql = (query.sql for query in queries)
+    assert spiral_sql.startswith("SELECT TOP 5\n") and elliptical_sql.startswith("SELECT TOP 4\n")
+    assert spiral_sql.rstrip().endswith(f"AND ({catalogue.SPIRAL_CONDITION})")
+    assert elliptical_sql.rstrip().endswith(f"AND ({catalogue.ELLIPTICAL_CONDITION})")
+    for sql in (spiral_sql, elliptical_sql):
+        assert "s.z BETWEEN 0.1 AND 0.3" in sql and "g.petroFlux_g BETWEEN 50.0 AND 500.0" in sql
+        assert ";" not in sql and "--" not in sql and "UNION" not in sql.upper()
+        assert "zooSpec" not in sql
+
+
+def test_galaxy_zoo_queries_join_zoospec_and_exclude_uncertain_galaxies():
+    import sdss_query
+
+    queries = catalogue.class_queries(sample(galaxy_type="elliptical"), sdss_query.SQL_Query, "galaxyzoo")
+    assert len(queries) == 1 and queries[0].label == 1 and queries[0].n_galaxies == 9
+    sql = queries[0].sql
+    assert "JOIN zooSpec AS zs ON zs.objid = g.objID" in sql
+    assert "AND (zs.elliptical = 1 AND zs.spiral = 0 AND zs.uncertain = 0)" in sql
+    assert "zs.spiral, zs.elliptical" in sql
+
+
+def test_comments_in_an_edited_template_are_removed_but_strings_are_kept():
+    template = ("SELECT TOP {n_galaxies} objid -- the id\n, 'a--b' AS tag /* note */ FROM Galaxy AS g\n"
+                "WHERE ({class_condition})")
+    sql = catalogue.class_queries(sample(galaxy_type="spiral"), template, "likelihood")[0].sql
+    assert sql.splitlines()[0] == "SELECT TOP 9 objid"
+    assert " ".join(sql.split()) == f"SELECT TOP 9 objid , 'a--b' AS tag FROM Galaxy AS g WHERE ({catalogue.SPIRAL_CONDITION})"
+
+
+def test_galaxy_zoo_needs_the_label_fields_in_the_template():
+    template = "SELECT TOP {n_galaxies} objid FROM Galaxy AS g WHERE ({class_condition})"
+    with pytest.raises(ValueError, match="label_columns.*label_join"):
+        catalogue.class_queries(sample(), template, "galaxyzoo")
+
+
+def test_galaxy_zoo_label_rule():
+    import pandas as pd
+
+    frame = pd.DataFrame({"spiral": [1, 0, 0, 1], "elliptical": [0, 1, 0, 0], "uncertain": [0, 0, 1, 1]})
+    assert list(catalogue.galaxy_zoo_labels(frame)) == [0, 1, -1, -1]
+
+
+def test_column_names_are_normalised_to_the_project_spelling():
+    assert catalogue.normalise_column_names(["OBJID", "specobjid", "PetroR90_G", "lnldev_g", "Z", "extra"]) == [
+        "objid", "specObjID", "petroR90_g", "lnLDeV_g", "z", "extra"]
+
+
+def test_service_message_reads_every_error_shape():
+    assert skyserver.service_message('{"Error Message":"bad"}') == "bad"
+    assert skyserver.service_message('{"ErrorMessage":"worse"}') == "worse"
+    assert skyserver.service_message('{"error":{"message":"worst"}}') == "worst"
+    assert skyserver.service_message("<html><body><h1>Oops</h1> down</body></html>") == "Oops down"

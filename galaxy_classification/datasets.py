@@ -1,0 +1,447 @@
+"""Galaxy images and labels for the trainer, read a batch at a time.
+
+``--data`` comes in two forms:
+
+- a directory written by ``sdss_query.py``: ``galaxy_images.npy`` (n, h, w, 3)
+  uint8, ``galaxy_labels.npy`` (n,) and ``galaxy_data.csv``; the ``.npy`` files
+  are opened with ``mmap_mode='r'`` (see :mod:`galaxy_classification.storage`);
+- a CSV with columns ``file,label`` (image paths relative to the CSV, label 0 =
+  spiral, 1 = elliptical), e.g. ``../shared/data/gz1/labels.csv``. Rows with an
+  empty label (mergers, "don't know") are skipped and counted.
+
+Images stay uint8 on disk. :class:`NpyImages` maps its file only for the time
+of one read, so the pages a long epoch touches never pile up in the resident
+memory of the process; :class:`GalaxyBatches` turns index lists into batches
+(float32 scaling, one-hot labels, augmentation) with constant memory however many
+galaxies there are. Decoding JPEGs every epoch is slow, so the CSV form is turned
+once into a uint8 ``.npy`` cache at the model's input resolution
+(:func:`build_image_cache`) and streamed from there.
+
+The split is the seed's: ``train_test_split(..., test_size=0.3, random_state=42)``
+on galaxy *indices* (the same partition the seed got on arrays), then the last
+20% of the training part for validation, as Keras' ``validation_split`` does.
+
+Nothing here imports TensorFlow; :func:`as_keras_dataset` imports Keras when called.
+
+Example::
+
+    from galaxy_classification import datasets
+    data = datasets.open_training_data("data")
+    train, validation, test = datasets.split_indices(len(data))
+    first_images = data.images.read(train[:5])     # uint8 (5, 512, 512, 3)
+"""
+
+import functools
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galaxy_classification import storage
+from galaxy_classification.storage import DataFileError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+TEST_SIZE = 0.3
+VALIDATION_SPLIT = 0.2
+SPLIT_RANDOM_STATE = 42
+CACHE_VERSION = 1  # bump when the cached pixels would change for the same inputs
+
+
+# --------------------------------------------------------------------------- image stores
+
+
+class NpyImages:
+    """The images of a ``(n, h, w, 3)`` uint8 ``.npy`` file, read on demand.
+
+    Every :meth:`read` maps the file, copies the requested rows and unmaps it
+    again: a memory map that stays open counts every page it has touched in the
+    process's resident memory, which would grow with the data set.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        images = storage._open_images(self.path)  # the same checks as the data directory
+        self.shape = tuple(int(side) for side in images.shape)
+        del images
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, indices):
+        """uint8 array ``(len(indices), h, w, 3)`` of the given rows, in the given order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")  # ascending rows read the file forwards
+        images = np.load(self.path, mmap_mode="r")
+        try:
+            batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+            batch[order] = images[indices[order]]
+        finally:
+            del images
+        return batch
+
+
+class ImageFiles:
+    """Image files (JPEG, PNG, ...) decoded with Pillow when read, as RGB uint8."""
+
+    def __init__(self, paths):
+        self.paths = [Path(path) for path in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def read_one(self, index):
+        return decode_image(self.paths[index])
+
+    def read(self, indices):
+        """uint8 array of the given images; they must all have the same size."""
+        images = [self.read_one(index) for index in indices]
+        shapes = {image.shape for image in images}
+        if len(shapes) > 1:
+            raise DataFileError(f"images of different sizes {sorted(shapes)} cannot form one batch")
+        return np.stack(images) if images else np.empty((0, 0, 0, 3), np.uint8)
+
+
+def decode_image(path):
+    """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: image file missing") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataFileError(f"{path}: unreadable image ({error})") from None
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+@dataclass
+class GalaxyData:
+    """Galaxies from one ``--data`` or predict PATH.
+
+    ``images`` is an :class:`NpyImages` or :class:`ImageFiles`; ``labels`` an
+    int array (``None`` for unlabelled prediction inputs); ``sources`` names each
+    galaxy (image file path, or row index of a ``.npy``); ``form`` is
+    ``'directory'``, ``'csv'``, ``'npy'`` or ``'files'``; ``skipped`` counts CSV
+    rows without a label. ``images, labels = data`` unpacks like the seed's arrays.
+    """
+
+    path: Path
+    form: str
+    images: object
+    labels: np.ndarray = None
+    sources: list = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __iter__(self):
+        return iter((self.images, self.labels))
+
+    def native_image_size(self):
+        """Side in pixels of the (first) image, as stored."""
+        if isinstance(self.images, NpyImages):
+            return self.images.shape[1]
+        return self.images.read_one(0).shape[0]
+
+
+def open_training_data(path):
+    """Open ``--data``: a directory of the three data files or a ``file,label`` CSV.
+
+    Checks what can be checked without decoding every image (files present,
+    lengths, shapes, dtypes, labels in {0, 1}, image files exist) and raises
+    :class:`DataFileError` (a ``ValueError``) naming the file and the problem.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _open_directory(path)
+    if path.suffix.lower() == ".csv":
+        return _open_labelled_csv(path)
+    if not path.exists():
+        raise DataFileError(f"--data {path}: no such directory or CSV file")
+    raise DataFileError(
+        f"--data {path}: expected a directory holding {storage.IMAGES_FILE} and {storage.LABELS_FILE}, "
+        "or a CSV file with columns file,label"
+    )
+
+
+def _open_directory(data_dir):
+    images_memmap, labels, catalogue = storage.open_datafiles(data_dir)
+    del images_memmap
+    images = NpyImages(data_dir / storage.IMAGES_FILE)
+    sources = [str(index) for index in range(len(labels))]
+    if catalogue is not None and "objid" in catalogue.columns:
+        sources = [f"objid {objid}" for objid in catalogue["objid"]]
+    return GalaxyData(data_dir, "directory", images, labels, sources)
+
+
+def _read_csv(path, required_columns):
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such CSV file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataFileError(f"{path}: not a readable CSV ({str(error).strip()})") from None
+    missing = [column for column in required_columns if column not in table.columns]
+    if missing:
+        raise DataFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(required_columns)}, "
+            f"found {','.join(table.columns) or 'none'}"
+        )
+    return table
+
+
+def _resolved_files(csv_path, file_column):
+    files = [csv_path.parent / name.strip() for name in file_column]
+    empty = [row for row, name in enumerate(file_column) if not name.strip()]
+    if empty:
+        raise DataFileError(f"{csv_path}: empty 'file' in row {empty[0] + 2} ({len(empty)} rows)")
+    missing = [file for file in files if not file.is_file()]
+    if missing:
+        raise DataFileError(f"{missing[0]}: image file missing ({len(missing)} of {len(files)} listed in {csv_path})")
+    return files
+
+
+def _open_labelled_csv(csv_path):
+    table = _read_csv(csv_path, ("file", "label"))
+    label_text = table["label"].str.strip()
+    has_label = label_text != ""
+    labels = pd.to_numeric(label_text[has_label], errors="coerce")
+    bad = labels[~labels.isin((0, 1))]
+    if len(bad):
+        row = bad.index[0]
+        raise DataFileError(
+            f"{csv_path}: label {table['label'][row]!r} in row {row + 2} is not 0 (spiral) or 1 (elliptical)"
+        )
+    labelled = table[has_label]
+    if len(labelled) == 0:
+        raise DataFileError(f"{csv_path}: no row has a label 0 or 1")
+    files = _resolved_files(csv_path, labelled["file"])
+    return GalaxyData(
+        csv_path, "csv", ImageFiles(files), labels.to_numpy(dtype=np.int64), [str(file) for file in files],
+        skipped=int((~has_label).sum()),
+    )
+
+
+def open_prediction_inputs(path):
+    """Open one predict PATH: an image file, a directory of images, a CSV with a
+    ``file`` column, a ``galaxy_images.npy`` or a data directory holding one."""
+    path = Path(path)
+    if path.is_dir():
+        image_files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
+        if not image_files and (path / storage.IMAGES_FILE).is_file():
+            return open_prediction_inputs(path / storage.IMAGES_FILE)
+        if not image_files:
+            raise DataFileError(f"{path}: directory holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return GalaxyData(path, "files", ImageFiles(image_files), sources=[str(file) for file in image_files])
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        images = NpyImages(path)
+        return GalaxyData(path, "npy", images, sources=[str(index) for index in range(len(images))])
+    if suffix == ".csv":
+        files = _resolved_files(path, _read_csv(path, ("file",))["file"])
+        return GalaxyData(path, "files", ImageFiles(files), sources=[str(file) for file in files])
+    if suffix in IMAGE_SUFFIXES:
+        return GalaxyData(path, "files", ImageFiles([path]), sources=[str(path)])
+    raise DataFileError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), directory, CSV or .npy file")
+
+
+def iter_raw_batches(images, batch_size):
+    """Yield ``(rows, uint8 batch)`` over every image in order. Image files of
+    different sizes go into different batches (a batch has one size)."""
+    if isinstance(images, NpyImages):
+        for start in range(0, len(images), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(images)))
+            yield rows, images.read(rows)
+        return
+    rows, batch = [], []
+    for index in range(len(images)):
+        image = images.read_one(index)
+        if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
+            yield np.array(rows), np.stack(batch)
+            rows, batch = [], []
+        rows.append(index)
+        batch.append(image)
+    if batch:
+        yield np.array(rows), np.stack(batch)
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_indices(n_galaxies, test_size=TEST_SIZE, validation_split=VALIDATION_SPLIT, random_state=SPLIT_RANDOM_STATE):
+    """``(train, validation, test)`` index arrays, exactly the seed's partition.
+
+    ``train_test_split`` of ``arange(n)`` shuffles the indices as it would shuffle
+    the arrays; Keras' ``validation_split`` keeps the last
+    ``floor(len * validation_split)`` rows of the training part for validation.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if n_galaxies < 4:
+        raise DataFileError(f"{n_galaxies} galaxies are too few to split into training, validation and test")
+    train_part, test = train_test_split(np.arange(n_galaxies), test_size=test_size, random_state=random_state)
+    split_at = int(math.floor(len(train_part) * (1.0 - validation_split)))
+    return train_part[:split_at], train_part[split_at:], test
+
+
+def balanced_class_weights(labels):
+    """``{0: w0, 1: w1}`` with ``w = n / (2 * n_class)`` (scikit-learn's 'balanced')."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    return {label: (len(labels) / (2.0 * count) if count else 0.0) for label, count in enumerate(counts)}
+
+
+def one_hot(labels):
+    """int labels (k,) -> float32 (k, 2): the categorical targets of the seed's model."""
+    return np.eye(2, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+
+
+def scale_images(images):
+    """uint8 -> float32 in [0, 1]: the seed's min-max scaling with the uint8 range
+    (0 and 255) as min and max, applied to one batch, never to the whole array."""
+    return np.asarray(images, dtype=np.float32) * np.float32(1.0 / 255.0)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class GalaxyBatches:
+    """Batches ``(images, one-hot labels[, sample weights])`` over a list of indices.
+
+    ``prepare`` turns a uint8 batch into the float32 model input (crop, resize,
+    scale); ``augment(batch, rng)`` (training only) perturbs it. The order is
+    reshuffled every epoch and the augmentation drawn from a generator seeded by
+    (seed, epoch, batch), so a run is reproducible even with prefetching threads.
+    """
+
+    def __init__(self, images, indices, labels, batch_size, prepare, shuffle=False, augment=None,
+                 class_weights=None, seed=0):
+        self.images = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.prepare = prepare
+        self.shuffle = shuffle
+        self.augment = augment
+        self.class_weights = class_weights
+        self.seed = int(seed)
+        self.epoch = 0
+        self.order = self._epoch_order()
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return self.indices
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+
+    def rows(self, batch_index):
+        return self.order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+
+    def __getitem__(self, batch_index):
+        if not 0 <= batch_index < len(self):
+            raise IndexError(f"batch {batch_index} of {len(self)}")
+        rows = self.rows(batch_index)
+        batch = self.prepare(self.images.read(rows))
+        if self.augment is not None:
+            batch = self.augment(batch, np.random.default_rng([self.seed, self.epoch, batch_index]))
+        if self.labels is None:
+            return (batch,)
+        labels = self.labels[rows]
+        if self.class_weights is None:
+            return batch, one_hot(labels)
+        weights = np.array([self.class_weights[label] for label in labels], dtype=np.float32)
+        return batch, one_hot(labels), weights
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._epoch_order()
+
+
+@functools.cache
+def _py_dataset_class():
+    import keras
+
+    class GalaxyPyDataset(keras.utils.PyDataset):
+        """Keras' view of a :class:`GalaxyBatches`."""
+
+        def __init__(self, batches, workers=1):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, index):
+            return self.batches[index]
+
+        def on_epoch_end(self):
+            self.batches.on_epoch_end()
+
+    return GalaxyPyDataset
+
+
+def as_keras_dataset(batches, workers=1):
+    """Wrap :class:`GalaxyBatches` as a ``keras.utils.PyDataset`` for ``fit``/``predict``.
+    ``workers=2`` prepares the next batch in a thread while the model trains."""
+    return _py_dataset_class()(batches, workers=workers)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_path(data, cache_dir, crop_fraction, image_size):
+    """Where the uint8 cache of a CSV data set at (crop, size) lives.
+
+    The name is keyed by the CSV's absolute path, its size and mtime, the newest
+    mtime of its image files, the crop and the size, so any change rebuilds it.
+    """
+    newest_image = max(os.stat(path).st_mtime_ns for path in data.images.paths)
+    stat = os.stat(data.path)
+    key = "|".join(map(str, (
+        CACHE_VERSION, Path(data.path).resolve(), stat.st_size, stat.st_mtime_ns, newest_image,
+        len(data.images), f"{crop_fraction:.6f}", image_size,
+    )))
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{Path(data.path).stem}-crop{crop_fraction:g}-{image_size}px-{digest}.npy"
+
+
+def build_image_cache(data, cache_dir, crop_fraction, image_size, prepare_uint8, progress=True):
+    """Decode every image of a CSV data set once, crop and resize it with
+    ``prepare_uint8(batch, crop_fraction, image_size) -> uint8 batch`` (the saved
+    model's own preprocessing, so training sees what ``predict`` will see), and
+    store the result as a memory-mapped ``.npy``. Reused when already built.
+    Returns an :class:`NpyImages`; an unreadable image raises DataFileError.
+    """
+    from tqdm import tqdm
+
+    target = cache_path(data, cache_dir, crop_fraction, image_size)
+    if target.is_file():
+        try:
+            return NpyImages(target)
+        except DataFileError:
+            pass  # damaged cache: rebuild it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shape = (len(data), image_size, image_size, 3)
+    with storage.atomic_output(target) as temporary:
+        cache = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            bar = tqdm(total=len(data), desc=f"caching {image_size}px images", unit="img", disable=not progress)
+            for rows, batch in iter_raw_batches(data.images, 64):
+                cache[rows] = prepare_uint8(batch, crop_fraction, image_size)
+                bar.update(len(rows))
+            bar.close()
+            cache.flush()
+        finally:
+            del cache
+    return NpyImages(target)

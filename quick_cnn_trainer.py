@@ -1,0 +1,387 @@
+"""Train a convolutional network that tells spiral from elliptical galaxies, judge it, use it.
+
+Train (the seed's behaviour when run bare: data/ in, files out in the current directory):
+
+    python quick_cnn_trainer.py
+    python quick_cnn_trainer.py --data data --preset modern --out results/run1
+    python quick_cnn_trainer.py --data ../shared/data/gz1/labels.csv --preset modern --out results/gz1
+
+Training prints the confusion matrix with class names and a per-class report,
+and writes into ``--out``: ``metrics.json``, ``training_curves.png``,
+``confusion_matrix.png``, ``roc_curve.png``, ``misclassified.png``,
+``my-galaxy-model.keras`` and ``my-galaxy-model.h5``.
+
+Judge a saved model on labelled data, or classify images:
+
+    python quick_cnn_trainer.py evaluate --model my-galaxy-model.keras --data data --out results/eval
+    python quick_cnn_trainer.py predict --model my-galaxy-model.h5 --out predictions.csv cutouts/ a.jpg
+
+``--data`` is a directory written by ``sdss_query.py`` or a CSV with columns
+``file,label``. Images stream from disk in batches, so memory does not grow
+with the number of galaxies. The seed's steps are kept as functions:
+:func:`get_data`, :func:`clean_data` and :func:`create_cnn`.
+Run ``python quick_cnn_trainer.py --help`` (or ``evaluate --help``,
+``predict --help``) for every option. TensorFlow is imported only once the
+arguments and data have been checked.
+"""
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+
+from galaxy_classification import CLASS_NAMES, datasets
+from galaxy_classification.storage import DataFileError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
+MODEL_STEM = "my-galaxy-model"
+COMMANDS = ("train", "evaluate", "predict")
+PRESET_NAMES = ("seed", "modern")
+PREDICT_BATCH_SIZE = 32
+PREFETCH_WORKERS = 2  # one thread prepares the next batch while the model trains
+
+
+class UsageError(ValueError):
+    """A command-line value the trainer cannot use."""
+
+
+# --------------------------------------------------------------------------- the seed's steps
+
+
+def get_data(data="data"):
+    """Open the galaxies of ``data`` (a sdss_query directory or a ``file,label`` CSV).
+
+    Returns a :class:`galaxy_classification.datasets.GalaxyData`; nothing is
+    loaded: ``images, labels = get_data()`` gives a lazy image store (read rows
+    with ``images.read(indices)``, uint8) and the int labels.
+    """
+    return datasets.open_training_data(data)
+
+
+def clean_data(images, labels, crop_fraction=1.0, image_size=None):
+    """One batch as the network wants it: float32 images in [0, 1] and one-hot labels.
+
+    The seed min-max scaled and one-hot encoded the whole arrays up front; here
+    the pipeline calls this for every batch, so no float copy of the data set
+    ever exists. ``crop_fraction`` and ``image_size`` crop and resize on the fly.
+    """
+    return prepare_images(images, crop_fraction, image_size), datasets.one_hot(labels)
+
+
+def prepare_images(images, crop_fraction=1.0, image_size=None):
+    """uint8 batch -> float32 batch in [0, 1], cropped and resized when asked."""
+    if crop_fraction >= 1.0 and (image_size is None or image_size == images.shape[1] == images.shape[2]):
+        return datasets.scale_images(images)
+    from galaxy_classification import models
+
+    return models.preprocess_images(images, crop_fraction, image_size).numpy()
+
+
+def create_cnn(input_shape=(512, 512, 3)):
+    """The seed's network: Conv2D(16, 3×3) → BatchNorm → MaxPool(3) → Dropout(0.25)
+    → Flatten → Dense(64) → BatchNorm → Dropout(0.5) → Dense(2, softmax);
+    29,594,562 parameters at 512 × 512 × 3."""
+    from galaxy_classification import models
+
+    return models.create_seed_cnn(input_shape)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None):
+    """The preset's recipe with the command-line overrides applied."""
+    from galaxy_classification import models
+
+    settings = dict(models.PRESETS[preset_name])
+    settings["crop_fraction"] = crop if crop is not None else settings["crop_fraction"][data.form]
+    if image_size is not None:
+        settings["image_size"] = image_size
+    elif settings["image_size"] is None:
+        native = data.native_image_size()
+        settings["image_size"] = max(1, round(native * settings["crop_fraction"]))
+    if epochs is not None:
+        settings["epochs"] = epochs
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    return settings
+
+
+def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
+          seed=None, progress=True):
+    """Train on ``data``, report on the held-out 30% and save the model; return the metrics."""
+    galaxies = get_data(data)
+    skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
+    print(f"{len(galaxies)} galaxies from {data}{skipped}")
+    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop)
+    train_rows, validation_rows, test_rows = datasets.split_indices(len(galaxies))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    import keras
+    import tensorflow as tf
+
+    from galaxy_classification import models, reports
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+    crop_fraction, size = settings["crop_fraction"], settings["image_size"]
+    images, prepare = _training_images(galaxies, out_dir, crop_fraction, size, progress)
+    labels = galaxies.labels
+
+    def batches(rows, training=False, with_labels=True):
+        augment = settings["augment"]
+        return datasets.as_keras_dataset(datasets.GalaxyBatches(
+            images, rows, labels if with_labels else None, settings["batch_size"], prepare,
+            shuffle=training, seed=seed or 0,
+            augment=functools.partial(models.augment_batch, **augment) if training and augment else None,
+            class_weights=datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None,
+        ), workers=PREFETCH_WORKERS)
+
+    training_batches = batches(train_rows, training=True)
+    core_model = models.build_core_model(preset, settings, size)
+    models.compile_model(core_model, preset, settings, len(training_batches))
+    callbacks = []
+    if settings["early_stopping_patience"]:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings["early_stopping_patience"], restore_best_weights=True))
+    print(f"preset {preset}: {core_model.count_params():,} parameters, {size}px images "
+          f"(centre {crop_fraction:g} of the frame), {settings['epochs']} epochs of batch {settings['batch_size']}; "
+          f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
+    started = time.perf_counter()
+    history = core_model.fit(
+        training_batches, validation_data=batches(validation_rows), epochs=settings["epochs"],
+        callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+    )
+    training_seconds = time.perf_counter() - started
+    p_elliptical = core_model.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
+
+    metrics = reports.write_evaluation_report(
+        out_dir, labels[test_rows], p_elliptical,
+        load_images=lambda positions: images.read(test_rows[positions]),
+        history=history.history, sources=[galaxies.sources[row] for row in test_rows],
+        extra={
+            "command": "train", "data": str(data), "preset": preset, "seed": seed,
+            "image_size": size, "crop_fraction": crop_fraction, "batch_size": settings["batch_size"],
+            "epochs_planned": settings["epochs"], "epochs_run": len(history.history["loss"]),
+            "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
+            "training_seconds": round(training_seconds, 1),
+            "training_images_per_second": round(len(train_rows) * len(history.history["loss"]) / training_seconds, 2),
+        },
+    )
+    print(reports.format_metrics(metrics))
+    saved_model = models.wrap_for_saving(core_model, crop_fraction, size)
+    for suffix in (".h5", ".keras"):
+        models.save_model(saved_model, out_dir / f"{MODEL_STEM}{suffix}")
+    print(f"saved {out_dir / MODEL_STEM}.h5 and .keras; metrics and pictures in {out_dir}/")
+    reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
+    return metrics
+
+
+def _training_images(galaxies, out_dir, crop_fraction, size, progress):
+    """Where training reads its uint8 images from, and how it turns them into model input.
+
+    A data directory is read as is and cropped / resized per batch. A CSV of
+    image files is decoded, cropped and resized once into a cache under
+    ``out/cache/`` (reused by later runs) and only scaled per batch.
+    """
+    from galaxy_classification import models
+
+    if galaxies.form == "directory":
+        return galaxies.images, functools.partial(prepare_images, crop_fraction=crop_fraction, image_size=size)
+    cache = datasets.build_image_cache(
+        galaxies, out_dir / "cache", crop_fraction, size, models.preprocess_to_uint8, progress=progress)
+    return cache, datasets.scale_images
+
+
+def _keras_verbosity(progress):
+    if not progress:
+        return 0
+    return 1 if sys.stdout.isatty() else 2  # a bar on a terminal, one line per epoch in a log
+
+
+# --------------------------------------------------------------------------- evaluate and predict
+
+
+def _load_model(model_path):
+    from galaxy_classification import models
+
+    if model_path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise UsageError(
+                f"--model not given and the pretrained model {DEFAULT_MODEL} is not there; "
+                "train one (it saves my-galaxy-model.keras) and pass --model")
+        model_path = DEFAULT_MODEL
+    try:
+        return models.load_model(model_path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def evaluate(model, data, out=".", progress=True):
+    """Judge a saved model on every galaxy of labelled ``data``; write the report."""
+    from galaxy_classification import models, reports
+
+    galaxies = get_data(data)
+    classifier = _load_model(model)
+    probabilities = models.predict_probabilities(classifier, galaxies.images, PREDICT_BATCH_SIZE, progress)
+    metrics = reports.write_evaluation_report(
+        out, galaxies.labels, probabilities[:, 1],
+        load_images=functools.partial(_images_for_display, galaxies.images),
+        sources=galaxies.sources,
+        extra={"command": "evaluate", "model": str(model or DEFAULT_MODEL), "data": str(data),
+               "skipped_unlabelled": galaxies.skipped},
+    )
+    print(reports.format_metrics(metrics))
+    print(f"metrics and pictures in {out}/")
+    return metrics
+
+
+def _images_for_display(images, rows):
+    """uint8 images of the given rows at one common size (files may differ in size)."""
+    if isinstance(images, datasets.NpyImages):
+        return images.read(rows)
+    import numpy as np
+    from PIL import Image
+
+    pictures = [images.read_one(row) for row in rows]
+    side = pictures[0].shape[0]
+    return np.stack([
+        picture if picture.shape[:2] == (side, side)
+        else np.asarray(Image.fromarray(picture).resize((side, side), Image.BILINEAR))
+        for picture in pictures
+    ])
+
+
+def predict(paths, model=None, out="predictions.csv", progress=True):
+    """Classify the galaxies in ``paths``; write and return a table with columns
+    source, p_spiral, p_elliptical, predicted (spiral|elliptical)."""
+    import numpy as np
+    import pandas as pd
+
+    from galaxy_classification import models, storage
+
+    inputs = [datasets.open_prediction_inputs(path) for path in paths]
+    classifier = _load_model(model)
+    tables = []
+    for galaxies in inputs:
+        probabilities = models.predict_probabilities(classifier, galaxies.images, PREDICT_BATCH_SIZE, progress)
+        tables.append(pd.DataFrame({
+            "source": galaxies.sources,
+            "p_spiral": probabilities[:, 0],
+            "p_elliptical": probabilities[:, 1],
+            "predicted": np.where(probabilities[:, 1] >= 0.5, CLASS_NAMES[1], CLASS_NAMES[0]),
+        }))
+    table = pd.concat(tables, ignore_index=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_csv_atomic(table, out)
+    counts = table["predicted"].value_counts()
+    print(f"wrote {out}: {len(table)} galaxies, "
+          + ", ".join(f"{counts.get(name, 0)} {name}" for name in CLASS_NAMES))
+    return table
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad value in one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bounded_int(minimum, maximum=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+    return parse
+
+
+def _crop_fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.05 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the frame between 0.05 and 1, got {value:g}")
+    return value
+
+
+def build_parser(command="train"):
+    prog = "quick_cnn_trainer.py" if command == "train" else f"quick_cnn_trainer.py {command}"
+    if command == "evaluate":
+        parser = _Parser(prog=prog, description="Judge a saved model on labelled galaxies; write metrics and pictures.")
+        parser.add_argument("--model", required=True, help="a .keras or .h5 model saved by the trainer")
+        parser.add_argument("--data", required=True, help="a sdss_query data directory or a file,label CSV")
+        parser.add_argument("--out", default=".", help="directory for metrics.json and pictures (default .)")
+        return parser
+    if command == "predict":
+        parser = _Parser(prog=prog, description="Classify galaxy images with a saved model.")
+        parser.add_argument("paths", nargs="+", metavar="PATH",
+                            help="image files, a directory of images, a CSV with a 'file' column, or a galaxy_images.npy")
+        parser.add_argument("--model", default=None,
+                            help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
+        parser.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
+        return parser
+    parser = _Parser(
+        prog=prog,
+        description="Train a CNN to tell spiral (0) from elliptical (1) galaxies, report on a held-out 30%%, "
+                    "save my-galaxy-model.h5 and .keras.",
+        epilog="other commands: 'quick_cnn_trainer.py evaluate --help', 'quick_cnn_trainer.py predict --help'",
+    )
+    add = parser.add_argument
+    add("--data", default="data", help="a sdss_query data directory or a CSV with columns file,label (default data/)")
+    add("--preset", choices=PRESET_NAMES, default="seed",
+        help="seed: the original network (default); modern: small, fast, augmented, for galaxies")
+    add("--epochs", type=_bounded_int(1), help="training epochs (preset: seed 15, modern 30 with early stopping)")
+    add("--batch-size", type=_bounded_int(1), help="images per batch (preset: seed 5, modern 64)")
+    add("--image-size", type=_bounded_int(16, 2048),
+        help="network input side in pixels (preset: seed the images' own size, modern 96)")
+    add("--crop", type=_crop_fraction,
+        help="keep this central fraction of each frame (preset: 1; modern on a CSV 0.5)")
+    add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
+    add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    parser = build_parser(command)
+    arguments = parser.parse_args(argv)
+    try:
+        if command == "train":
+            train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
+                  arguments.image_size, arguments.crop, arguments.seed)
+        elif command == "evaluate":
+            evaluate(arguments.model, arguments.data, arguments.out)
+        else:
+            predict(arguments.paths, arguments.model, arguments.out)
+    except DataFileError as error:
+        message = str(error)
+        parser.error(message if message.startswith("--") else f"{_data_flag(command)}: {message}")
+    except UsageError as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _data_flag(command):
+    return "PATH" if command == "predict" else "--data"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,6 +153,8 @@ def _labelled(frame, query, label_rule, sample):
 
 
 def _empty_result_message(sample, query):
+    if query.label is None:
+        return "your sql= query returned no usable galaxies; try wider limits in it"
     return (f"no galaxies found for {query.description} with redshift {sample.lower_z_limit:g}-"
             f"{sample.upper_z_limit:g} and petroFlux_g {sample.lower_flux_limit:g}-{sample.upper_flux_limit:g} "
             f"in {sample.data_release}; try wider limits")

@@ -291,6 +291,23 @@ def test_lockout_message_is_reported_without_retrying(fake, tmp_path, monkeypatc
     assert fake.count("login") == 1
 
 
+def test_in_a_terminal_the_password_is_asked_with_getpass_and_sent_once(fake, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(skyserver, "_interactive", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or USERNAME)
+    monkeypatch.setattr(skyserver.getpass, "getpass", lambda prompt: asked.append(prompt) or PASSWORD)
+    fetch(tmp_path, n_galaxies=4, login=True, image_data=False)
+    assert len(asked) == 2 and "password" in asked[1]
+    assert fake.count("login") == 1 and fake.count("casjobs") == 2
+
+
+def test_an_expired_token_is_reported_not_replaced_by_a_new_login(fake, credentials, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCISERVER_TOKEN", "gAAAAAexpired")
+    with pytest.raises(SDSSQueryError, match="401.*SCISERVER_TOKEN"):
+        fetch(tmp_path, login=True)
+    assert fake.count("login") == 0 and fake.count("casjobs") == 1
+
+
 def test_no_credentials_and_no_terminal_fails_before_any_request(fake, tmp_path):
     with pytest.raises(SDSSQueryError, match="SCISERVER_TOKEN"):
         fetch(tmp_path, login=True)

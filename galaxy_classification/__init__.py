@@ -8,6 +8,7 @@ Modules (one job each):
 - ``catalogue``   SQL building, parsing service responses, label rules
 - ``skyserver``   HTTP: login, SQL search, CasJobs, cutout fetch (no files)
 - ``cutouts``     concurrent, retrying, cached download of many cutouts
+- ``sdss_sample`` the SDSS route of sdss_query: query, labels, cutouts, files
 - ``synthetic``   the offline SDSS-like sky used by the demo and the tests
 - ``storage``     atomic writes, the three data files, reading ``--data``
 

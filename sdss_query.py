@@ -123,8 +123,15 @@ def _create_synthetic(sample, out_dir, seed, dry_run):
     return synthetic.create_synthetic_datafiles(sample, out_dir, seed=seed)
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Reports a bad argument in one line naming it; the full usage is in --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_argument_parser():
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="sdss_query.py",
         description="Fetch spiral and elliptical galaxies (catalogue + JPEG cutouts) into data files.",
     )

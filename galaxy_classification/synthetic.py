@@ -35,7 +35,7 @@ in the file. Speed: ``python bench/bench_synthetic.py``.
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,6 @@ class SyntheticGalaxy:
     seeing_fwhm: float
     spiral: SpiralStructure = None
     disc_cos_inclination: float = 1.0
-    extra: dict = field(default_factory=dict)
 
 
 # ======================================================================================

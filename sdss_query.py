@@ -79,7 +79,19 @@ def create_datafiles(
     ``image_scale_factor * petroR90_g`` arcsec per pixel. ``source='synthetic'``
     draws the sample from the offline synthetic sky instead of SDSS (``seed``
     makes it reproducible). ``dry_run=True`` prints the SQL and URLs it would
-    send and returns without sending anything. Every argument is checked
+    send and returns without sending anything.
+
+    SDSS: ``login=True`` logs in to SciServer once (``SCISERVER_TOKEN``, else
+    ``SCISERVER_USERNAME`` + ``SCISERVER_PASSWORD``, else a prompt; a refused
+    login is never retried, the account locks after 3 failures) and queries
+    CasJobs; ``login=False`` uses the SkyServer SQL search, no account.
+    ``labels`` is 'likelihood' (profile fits) or 'galaxyzoo' (Galaxy Zoo 1
+    flags). ``workers`` cutouts download at once, cached in
+    ``out_dir/cutouts/`` so a rerun fetches only what is missing; galaxies
+    without a cutout are listed in ``out_dir/failed_cutouts.csv``. ``sql`` is
+    your own full query, sent as it is; it must return objid, ra, dec,
+    petroR90_g and the label rule's columns. Service failures raise
+    ``galaxy_classification.skyserver.SDSSQueryError``. Every argument is checked
     before any request or file write; a bad one raises ``ValueError``.
     Returns the output directory as a ``pathlib.Path``.
     """

@@ -40,7 +40,8 @@ MODEL_STEM = "my-galaxy-model"
 COMMANDS = ("train", "evaluate", "predict")
 PRESET_NAMES = ("seed", "modern")
 PREDICT_BATCH_SIZE = 32
-PREFETCH_WORKERS = 2  # one thread prepares the next batch while the model trains
+PREFETCH_WORKERS = 2
+PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
 
 
 class UsageError(ValueError):
@@ -74,9 +75,15 @@ def prepare_images(images, crop_fraction=1.0, image_size=None):
     """uint8 batch -> float32 batch in [0, 1], cropped and resized when asked."""
     if crop_fraction >= 1.0 and (image_size is None or image_size == images.shape[1] == images.shape[2]):
         return datasets.scale_images(images)
+    import numpy as np
+
     from galaxy_classification import models
 
-    return models.preprocess_images(images, crop_fraction, image_size).numpy()
+    # a few images at a time: a whole batch of 512² frames as float32 would be 200 MB per batch in flight
+    return np.concatenate([
+        models.preprocess_images(images[start:start + PREPARE_CHUNK], crop_fraction, image_size).numpy()
+        for start in range(0, len(images), PREPARE_CHUNK)
+    ])
 
 
 def create_cnn(input_shape=(512, 512, 3)):
@@ -110,8 +117,12 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
 
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
-          seed=None, progress=True):
-    """Train on ``data``, report on the held-out 30% and save the model; return the metrics."""
+          seed=None, progress=True, steps_per_epoch=None):
+    """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
+
+    ``steps_per_epoch`` limits each epoch to that many batches of a fresh
+    shuffle (quick trials on big data); validation and test still use every galaxy.
+    """
     galaxies = get_data(data)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
@@ -132,18 +143,20 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     images, prepare = _training_images(galaxies, out_dir, crop_fraction, size, progress)
     labels = galaxies.labels
 
-    def batches(rows, training=False, with_labels=True):
+    def batches(rows, training=False, with_labels=True, max_batches=None):
         augment = settings["augment"]
         return datasets.as_keras_dataset(datasets.GalaxyBatches(
             images, rows, labels if with_labels else None, settings["batch_size"], prepare,
             shuffle=training, seed=seed or 0,
             augment=functools.partial(models.augment_batch, **augment) if training and augment else None,
             class_weights=datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None,
+            max_batches=max_batches,
         ), workers=PREFETCH_WORKERS)
 
-    training_batches = batches(train_rows, training=True)
+    training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch)
     core_model = models.build_core_model(preset, settings, size)
-    models.compile_model(core_model, preset, settings, len(training_batches))
+    steps = len(training_batches)
+    models.compile_model(core_model, preset, settings, steps)
     callbacks = []
     if settings["early_stopping_patience"]:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -169,7 +182,9 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
             "epochs_planned": settings["epochs"], "epochs_run": len(history.history["loss"]),
             "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
             "training_seconds": round(training_seconds, 1),
-            "training_images_per_second": round(len(train_rows) * len(history.history["loss"]) / training_seconds, 2),
+            "steps_per_epoch": steps,
+            "training_images_per_second": round(
+                min(len(train_rows), steps * settings["batch_size"]) * len(history.history["loss"]) / training_seconds, 2),
         },
     )
     print(reports.format_metrics(metrics))
@@ -352,6 +367,8 @@ def build_parser(command="train"):
         help="keep this central fraction of each frame (preset: 1; modern on a CSV 0.5)")
     add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
     add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
+    add("--steps-per-epoch", type=_bounded_int(1),
+        help="at most this many batches per epoch (quick trials on big data; default: all)")
     return parser
 
 
@@ -363,7 +380,7 @@ def main(argv=None):
     try:
         if command == "train":
             train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
-                  arguments.image_size, arguments.crop, arguments.seed)
+                  arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out)
         else:

@@ -321,10 +321,11 @@ class GalaxyBatches:
     scale); ``augment(batch, rng)`` (training only) perturbs it. The order is
     reshuffled every epoch and the augmentation drawn from a generator seeded by
     (seed, epoch, batch), so a run is reproducible even with prefetching threads.
+    ``max_batches`` makes an epoch the first that many batches of each shuffle.
     """
 
     def __init__(self, images, indices, labels, batch_size, prepare, shuffle=False, augment=None,
-                 class_weights=None, seed=0):
+                 class_weights=None, seed=0, max_batches=None):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
@@ -334,11 +335,13 @@ class GalaxyBatches:
         self.augment = augment
         self.class_weights = class_weights
         self.seed = int(seed)
+        self.max_batches = max_batches
         self.epoch = 0
         self.order = self._epoch_order()
 
     def __len__(self):
-        return math.ceil(len(self.indices) / self.batch_size)
+        batches = math.ceil(len(self.indices) / self.batch_size)
+        return batches if self.max_batches is None else min(batches, self.max_batches)
 
     def _epoch_order(self):
         if not self.shuffle:

@@ -1,0 +1,92 @@
+"""Peak memory of training does not grow with the number of galaxies.
+
+For 1,000, 4,000 and 10,000 galaxies of 512² (written to disk by this script,
+deleted afterwards) and both presets, runs in a fresh process
+
+    python quick_cnn_trainer.py --data DIR --preset P --epochs 1 [--steps-per-epoch 40] --out OUT
+
+and prints the child's peak resident memory (``ru_maxrss`` from ``os.wait4``).
+The modern preset trains one full epoch (70% x 80% of the galaxies). The seed
+preset trains 40 batches of 5 (at ~5 images/s a full epoch at 10,000 galaxies
+would take 20 minutes); both then predict every validation and test galaxy,
+so every run streams at least half of the whole image file from disk.
+
+Pass: peak <= 2 GB at 10,000 and 4,000 / 1,000 within 1.2x, for each preset.
+
+    .venv/bin/python bench/bench_memory.py [--sizes 1000 4000 10000] [--keep-going]
+
+Needs ~8 GB of free disk under bench/output/ (git-ignored; removed at the end).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_data import write_bench_data
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "bench" / "output" / "memory"
+SEED_STEPS = 40
+LIMIT_BYTES = 2 * 1024**3
+
+
+def peak_rss_of_training(data_dir, preset, out_dir):
+    command = [sys.executable, str(ROOT / "quick_cnn_trainer.py"), "--data", str(data_dir), "--preset", preset,
+               "--epochs", "1", "--out", str(out_dir), "--seed", "0"]
+    if preset == "seed":
+        command += ["--steps-per-epoch", str(SEED_STEPS)]
+    environment = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = time.perf_counter()
+    with open(out_dir.with_suffix(".log"), "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed; see {out_dir.with_suffix('.log')}")
+    return usage.ru_maxrss * 1024, time.perf_counter() - started  # Linux reports KiB
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
+    parser.add_argument("--presets", nargs="+", default=["seed", "modern"])
+    arguments = parser.parse_args()
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    peaks = {}
+    try:
+        for n_galaxies in arguments.sizes:
+            data_dir = OUTPUT / f"data_{n_galaxies}"
+            started = time.perf_counter()
+            write_bench_data(data_dir, n_galaxies)
+            gigabytes = (data_dir / "galaxy_images.npy").stat().st_size / 1e9
+            print(f"{n_galaxies} galaxies of 512x512: {gigabytes:.1f} GB on disk, written in "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            for preset in arguments.presets:
+                out_dir = OUTPUT / f"run_{preset}_{n_galaxies}"
+                peak, seconds = peak_rss_of_training(data_dir, preset, out_dir)
+                peaks[preset, n_galaxies] = peak
+                print(f"  preset {preset:6s}: peak RSS {peak / 1024**2:7.0f} MiB  ({seconds:.0f} s)", flush=True)
+            shutil.rmtree(data_dir)
+    finally:
+        shutil.rmtree(OUTPUT, ignore_errors=True)
+    print("\npeak RSS, MiB       " + "".join(f"{n:>10,d}" for n in arguments.sizes))
+    verdicts = []
+    for preset in arguments.presets:
+        row = [peaks.get((preset, n)) for n in arguments.sizes]
+        print(f"{preset:20s}" + "".join(f"{p / 1024**2:10.0f}" for p in row if p))
+        if (preset, 1000) in peaks and (preset, 4000) in peaks:
+            ratio = peaks[preset, 4000] / peaks[preset, 1000]
+            verdicts.append(f"{preset}: 4,000 / 1,000 = {ratio:.3f} ({'ok' if ratio <= 1.2 else 'FAIL'} <= 1.2)")
+        if (preset, 10000) in peaks:
+            ok = peaks[preset, 10000] <= LIMIT_BYTES
+            verdicts.append(f"{preset}: 10,000 -> {peaks[preset, 10000] / 1024**3:.2f} GiB ({'ok' if ok else 'FAIL'} <= 2 GiB)")
+    print("\n".join(verdicts))
+    return 1 if any("FAIL" in verdict for verdict in verdicts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

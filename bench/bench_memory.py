@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-from bench_data import write_bench_data
-
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "bench" / "output" / "memory"
 SEED_STEPS = 40
@@ -50,6 +48,16 @@ def peak_rss_of_training(data_dir, preset, out_dir):
     return usage.ru_maxrss * 1024, time.perf_counter() - started  # Linux reports KiB
 
 
+def write_data_in_a_child(data_dir, n_galaxies):
+    """Generate the data set in its own process. Writing a memory-mapped file
+    makes the writer's RSS as large as the file, and on Linux a child started
+    from a process inherits that process's peak RSS into its own ru_maxrss
+    (exec records the pre-exec high-water mark), so this bench must stay small."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); from bench_data import write_bench_data; "
+            f"write_bench_data({str(data_dir)!r}, {n_galaxies})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
@@ -61,7 +69,7 @@ def main():
         for n_galaxies in arguments.sizes:
             data_dir = OUTPUT / f"data_{n_galaxies}"
             started = time.perf_counter()
-            write_bench_data(data_dir, n_galaxies)
+            write_data_in_a_child(data_dir, n_galaxies)
             gigabytes = (data_dir / "galaxy_images.npy").stat().st_size / 1e9
             print(f"{n_galaxies} galaxies of 512x512: {gigabytes:.1f} GB on disk, written in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)

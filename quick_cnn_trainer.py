@@ -39,7 +39,6 @@ DEFAULT_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
 MODEL_STEM = "my-galaxy-model"
 COMMANDS = ("train", "evaluate", "predict")
 PRESET_NAMES = ("seed", "modern")
-PREDICT_BATCH_SIZE = 32
 PREFETCH_WORKERS = 2
 PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
 
@@ -151,7 +150,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
             augment=functools.partial(models.augment_batch, **augment) if training and augment else None,
             class_weights=datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None,
             max_batches=max_batches,
-        ), workers=PREFETCH_WORKERS)
+        ), workers=PREFETCH_WORKERS, image_side=size)
 
     training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch)
     core_model = models.build_core_model(preset, settings, size)
@@ -171,26 +170,30 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     )
     training_seconds = time.perf_counter() - started
     p_elliptical = core_model.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
+    history = history.history  # the History callback holds the model; keep only the numbers
 
+    models.forget_optimizer(core_model)
+    saved_model = models.wrap_for_saving(core_model, crop_fraction, size)
+    for suffix in (".h5", ".keras"):
+        models.save_model(saved_model, out_dir / f"{MODEL_STEM}{suffix}")
+
+    epochs_run = len(history["loss"])
     metrics = reports.write_evaluation_report(
         out_dir, labels[test_rows], p_elliptical,
         load_images=lambda positions: images.read(test_rows[positions]),
-        history=history.history, sources=[galaxies.sources[row] for row in test_rows],
+        history=history, sources=[galaxies.sources[row] for row in test_rows],
         extra={
             "command": "train", "data": str(data), "preset": preset, "seed": seed,
             "image_size": size, "crop_fraction": crop_fraction, "batch_size": settings["batch_size"],
-            "epochs_planned": settings["epochs"], "epochs_run": len(history.history["loss"]),
+            "epochs_planned": settings["epochs"], "epochs_run": epochs_run,
             "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
             "training_seconds": round(training_seconds, 1),
             "steps_per_epoch": steps,
             "training_images_per_second": round(
-                min(len(train_rows), steps * settings["batch_size"]) * len(history.history["loss"]) / training_seconds, 2),
+                min(len(train_rows), steps * settings["batch_size"]) * epochs_run / training_seconds, 2),
         },
     )
     print(reports.format_metrics(metrics))
-    saved_model = models.wrap_for_saving(core_model, crop_fraction, size)
-    for suffix in (".h5", ".keras"):
-        models.save_model(saved_model, out_dir / f"{MODEL_STEM}{suffix}")
     print(f"saved {out_dir / MODEL_STEM}.h5 and .keras; metrics and pictures in {out_dir}/")
     reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
     return metrics
@@ -242,7 +245,7 @@ def evaluate(model, data, out=".", progress=True):
 
     galaxies = get_data(data)
     classifier = _load_model(model)
-    probabilities = models.predict_probabilities(classifier, galaxies.images, PREDICT_BATCH_SIZE, progress)
+    probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
     metrics = reports.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
         load_images=functools.partial(_images_for_display, galaxies.images),
@@ -283,7 +286,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True):
     classifier = _load_model(model)
     tables = []
     for galaxies in inputs:
-        probabilities = models.predict_probabilities(classifier, galaxies.images, PREDICT_BATCH_SIZE, progress)
+        probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
         tables.append(pd.DataFrame({
             "source": galaxies.sources,
             "p_spiral": probabilities[:, 0],

@@ -378,8 +378,8 @@ def _py_dataset_class():
     class GalaxyPyDataset(keras.utils.PyDataset):
         """Keras' view of a :class:`GalaxyBatches`."""
 
-        def __init__(self, batches, workers=1):
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+        def __init__(self, batches, workers=1, max_queue_size=4):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
             self.batches = batches
 
         def __len__(self):
@@ -394,10 +394,14 @@ def _py_dataset_class():
     return GalaxyPyDataset
 
 
-def as_keras_dataset(batches, workers=1):
+def as_keras_dataset(batches, workers=1, image_side=128, queue_bytes=32 * 2**20):
     """Wrap :class:`GalaxyBatches` as a ``keras.utils.PyDataset`` for ``fit``/``predict``.
-    ``workers=2`` prepares the next batch in a thread while the model trains."""
-    return _py_dataset_class()(batches, workers=workers)
+    ``workers=2`` prepares the next batch in a thread while the model trains;
+    at most ``queue_bytes`` of ready float32 batches wait (2 to 4 batches), so
+    big images (the seed's 512²) do not pile up in memory."""
+    batch_bytes = batches.batch_size * image_side**2 * 3 * 4
+    max_queue_size = int(min(4, max(2, queue_bytes // batch_bytes)))
+    return _py_dataset_class()(batches, workers=workers, max_queue_size=max_queue_size)
 
 
 # --------------------------------------------------------------------------- cache

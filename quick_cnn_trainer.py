@@ -354,7 +354,7 @@ def build_parser(command="train"):
         return parser
     parser = _Parser(
         prog=prog,
-        description="Train a CNN to tell spiral (0) from elliptical (1) galaxies, report on a held-out 30%%, "
+        description="Train a CNN to tell spiral (0) from elliptical (1) galaxies, report on a held-out 30%, "
                     "save my-galaxy-model.h5 and .keras.",
         epilog="other commands: 'quick_cnn_trainer.py evaluate --help', 'quick_cnn_trainer.py predict --help'",
     )

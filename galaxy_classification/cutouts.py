@@ -14,10 +14,13 @@
   cached, and it is cached atomically, so a file in the cache is always a good
   cutout and a rerun after a crash or Ctrl-C downloads only what is missing.
 
-The cache is keyed by objid only: after changing the image scale, use a new
-output directory (or delete ``cutouts/``). A cached file of the wrong size is
-downloaded again.
+The cache is keyed by objid; ``cutouts/settings.json`` records the data
+release, scale factor and size it was made with, and a run asking for other
+settings is refused (:func:`check_cache_settings`) rather than silently mixing
+cutouts of two scales. A cached file of the wrong size is downloaded again.
 """
+
+import json
 
 import random
 import threading
@@ -92,6 +95,29 @@ def cutout_scale(petro_r90_g, image_scale_factor):
     return image_scale_factor * float(petro_r90_g)
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def cache_settings(data_release, image_scale_factor, image_size):
+    return {"data_release": data_release, "image_scale_factor": image_scale_factor, "image_size": image_size}
+
+
+def check_cache_settings(cache_dir, settings):
+    """Refuse (ValueError, before any request) a cache made with other settings."""
+    path = Path(cache_dir) / SETTINGS_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{path} is unreadable; delete {cache_dir} to start a fresh cutout cache") from None
+    if recorded != settings:
+        raise ValueError(
+            f"{cache_dir} holds cutouts made with {recorded}, but this run asks for {settings}; "
+            "choose another out_dir or delete that cutouts folder"
+        )
+
+
 def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, image_size, workers):
     """Make sure ``cache_dir/<objid>.jpg`` holds a cutout for every catalogue row.
 
@@ -99,7 +125,10 @@ def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, 
     :class:`CutoutReport`; prints a progress bar and a final summary line.
     """
     cache_dir = Path(cache_dir)
+    settings = cache_settings(data_release, image_scale_factor, image_size)
+    check_cache_settings(cache_dir, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_text_atomic(cache_dir / SETTINGS_FILE, json.dumps(settings))
     report = CutoutReport()
     missing = []
     for galaxy in catalogue[["objid", "ra", "dec", "petroR90_g"]].itertuples(index=False):

@@ -48,6 +48,9 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
         queries = catalogue.custom_query(sql_template)
     else:
         queries = catalogue.class_queries(sample, sql_template, label_rule)
+    if sample.image_data:  # a cache of another scale is refused before anything is sent
+        cutouts.check_cache_settings(out_dir / "cutouts", cutouts.cache_settings(
+            sample.data_release, sample.image_scale_factor, sample.image_size))
     if dry_run:
         print_dry_run(sample, queries, login, out_dir)
         return out_dir

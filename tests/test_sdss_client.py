@@ -267,6 +267,14 @@ def test_rerun_after_ctrl_c_downloads_only_the_missing_cutouts(fake, tmp_path, m
     assert_aligned(*read_outputs(tmp_path))
 
 
+def test_a_cutout_cache_of_another_scale_is_refused_before_any_request(fake, tmp_path):
+    fetch(tmp_path, n_galaxies=4)
+    fake.reset_counts()
+    with pytest.raises(ValueError, match="image_scale_factor"):
+        fetch(tmp_path, n_galaxies=4, image_scale_factor=0.02)
+    assert fake.count() == 0
+
+
 # --- login ---------------------------------------------------------------------------
 
 

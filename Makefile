@@ -9,7 +9,7 @@ DEMO_GALAXIES ?= 400
 DEMO_DATA := data
 DEMO_OUT := results/demo
 
-.PHONY: demo test install bench clean-data
+.PHONY: demo test install bench clean-data gz1 learning-curve
 
 install: $(STAMP)
 
@@ -32,3 +32,12 @@ test: $(STAMP)
 
 clean-data:
 	rm -rf $(DEMO_DATA)/galaxy_data.csv $(DEMO_DATA)/galaxy_images.npy $(DEMO_DATA)/galaxy_labels.npy $(DEMO_DATA)/cutouts
+
+# Real SDSS galaxies (../shared/data/gz1): train --preset modern, judge it on the
+# fixed held-out set bench/gz1_holdout.csv, ship models/sdss-gz1.keras (+ .json)
+gz1: $(STAMP)
+	$(BIN)/python bench/bench_gz1.py --install-model
+
+# the same, plus held-out accuracy after 250, 500, 1000, 2000 and all training galaxies
+learning-curve: $(STAMP)
+	$(BIN)/python bench/bench_gz1.py --learning-curve

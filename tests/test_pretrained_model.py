@@ -1,0 +1,78 @@
+"""The shipped pretrained model models/sdss-gz1.keras: users classify galaxies without training.
+
+Skipped when the model has not been built (``make gz1``) or the shared Galaxy
+Zoo 1 data is absent. The galaxies come from the fixed held-out set
+bench/gz1_holdout.csv, which the model never saw in training.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PROJECT_ROOT
+from galaxy_classification import CLASS_NAMES
+
+PRETRAINED_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
+HOLDOUT_LIST = PROJECT_ROOT / "bench" / "gz1_holdout.csv"
+MAX_SHIPPED_BYTES = 3_000_000
+PER_CLASS = 10
+MIN_CORRECT = 18
+
+
+@pytest.fixture(scope="module")
+def pretrained_model():
+    if not PRETRAINED_MODEL.is_file():
+        pytest.skip(f"{PRETRAINED_MODEL} not built yet (make gz1)")
+    from galaxy_classification import models
+
+    return models.load_model(PRETRAINED_MODEL)
+
+
+def first_holdout_galaxies(gz1_dir, per_class=PER_CLASS):
+    """The first ``per_class`` spirals and ``per_class`` ellipticals of the holdout: (absolute paths, labels)."""
+    holdout = pd.read_csv(HOLDOUT_LIST, dtype={"objid": str})
+    chosen = pd.concat([holdout[holdout["label"] == label].head(per_class) for label in (0, 1)])
+    return [gz1_dir / name for name in chosen["file"]], chosen["label"].to_numpy()
+
+
+def test_pretrained_model_is_small_enough_to_ship(pretrained_model):
+    size = PRETRAINED_MODEL.stat().st_size
+    assert size <= MAX_SHIPPED_BYTES, f"{PRETRAINED_MODEL} is {size / 1e6:.2f} MB, more than 3 MB"
+
+
+def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz1_dir):
+    from galaxy_classification import datasets, models
+
+    paths, labels = first_holdout_galaxies(gz1_dir)
+    # raw 423² JPEGs as a user has them: the model crops and resizes by itself
+    probabilities = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths), progress=False)
+    assert probabilities.shape == (len(paths), 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    predicted = probabilities.argmax(axis=1)
+    wrong = [f"{path.name} (true {CLASS_NAMES[label]}, p_elliptical {p:.2f})"
+             for path, label, guess, p in zip(paths, labels, predicted, probabilities[:, 1]) if guess != label]
+    assert len(paths) - len(wrong) >= MIN_CORRECT, f"{len(wrong)} of {len(paths)} wrong: {', '.join(wrong)}"
+
+
+def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, gz1_dir, tmp_path):
+    from galaxy_classification import datasets, models
+
+    paths, _ = first_holdout_galaxies(gz1_dir, per_class=2)
+    paths = paths[:3]
+    out = tmp_path / "predictions.csv"
+    finished = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "quick_cnn_trainer.py"), "predict", "--out", str(out),
+         *map(str, paths)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted"]
+    assert [str(path) for path in table["source"]] == [str(path) for path in paths]
+    assert set(table["predicted"]) <= set(CLASS_NAMES)
+    # the very probabilities of the shipped model, not of some other one
+    expected = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths), progress=False)
+    np.testing.assert_allclose(table["p_elliptical"], expected[:, 1], atol=1e-4)

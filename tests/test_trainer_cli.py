@@ -119,7 +119,7 @@ def test_modern_preset_on_a_csv_skips_unlabelled_rows_and_caches(tmp_path, capsy
     for name in ("my-galaxy-model.h5", "my-galaxy-model.keras", *REPORT_FILES):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["preset"], metrics["image_size"], metrics["crop_fraction"]) == ("modern", 32, 0.5)
+    assert (metrics["preset"], metrics["image_size"], metrics["crop_fraction"]) == ("modern", 32, 0.35)
     assert metrics["epochs_run"] <= 2 and sum(metrics["split"].values()) == 30
     assert len(list((out / "cache").glob("*.npy"))) == 1
 

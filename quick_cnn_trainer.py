@@ -224,7 +224,9 @@ def _keras_verbosity(progress):
 # --------------------------------------------------------------------------- evaluate and predict
 
 
-def _load_model(model_path):
+def _load_model(model_path, crop=None):
+    """The saved classifier; ``crop`` replaces the centre fraction it keeps
+    (for frames with another field of view than it was trained on)."""
     from galaxy_classification import models
 
     if model_path is None:
@@ -234,17 +236,20 @@ def _load_model(model_path):
                 "train one (it saves my-galaxy-model.keras) and pass --model")
         model_path = DEFAULT_MODEL
     try:
-        return models.load_model(model_path)
+        classifier = models.load_model(model_path)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if crop is not None:
+        models.set_crop_fraction(classifier, crop)
+    return classifier
 
 
-def evaluate(model, data, out=".", progress=True):
+def evaluate(model, data, out=".", progress=True, crop=None):
     """Judge a saved model on every galaxy of labelled ``data``; write the report."""
     from galaxy_classification import models, reports
 
     galaxies = get_data(data)
-    classifier = _load_model(model)
+    classifier = _load_model(model, crop)
     probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
     metrics = reports.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
@@ -274,7 +279,7 @@ def _images_for_display(images, rows):
     ])
 
 
-def predict(paths, model=None, out="predictions.csv", progress=True):
+def predict(paths, model=None, out="predictions.csv", progress=True, crop=None):
     """Classify the galaxies in ``paths``; write and return a table with columns
     source, p_spiral, p_elliptical, predicted (spiral|elliptical)."""
     import numpy as np
@@ -283,7 +288,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True):
     from galaxy_classification import models, storage
 
     inputs = [datasets.open_prediction_inputs(path) for path in paths]
-    classifier = _load_model(model)
+    classifier = _load_model(model, crop)
     tables = []
     for galaxies in inputs:
         probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
@@ -346,6 +351,11 @@ def _crop_fraction(text):
     return value
 
 
+CROP_OVERRIDE_HELP = (
+    "central fraction of each image the model looks at, instead of the one it was trained with: e.g. 0.7 "
+    "for sdss_query cutouts with the Galaxy Zoo model (default: the model's own)")
+
+
 def build_parser(command="train"):
     prog = "quick_cnn_trainer.py" if command == "train" else f"quick_cnn_trainer.py {command}"
     if command == "evaluate":
@@ -353,6 +363,7 @@ def build_parser(command="train"):
         parser.add_argument("--model", required=True, help="a .keras or .h5 model saved by the trainer")
         parser.add_argument("--data", required=True, help="a sdss_query data directory or a file,label CSV")
         parser.add_argument("--out", default=".", help="directory for metrics.json and pictures (default .)")
+        parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
         return parser
     if command == "predict":
         parser = _Parser(prog=prog, description="Classify galaxy images with a saved model.")
@@ -361,6 +372,7 @@ def build_parser(command="train"):
         parser.add_argument("--model", default=None,
                             help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
         parser.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
+        parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
         return parser
     parser = _Parser(
         prog=prog,
@@ -400,9 +412,9 @@ def main(argv=None):
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
                   test_fraction=arguments.test_fraction)
         elif command == "evaluate":
-            evaluate(arguments.model, arguments.data, arguments.out)
+            evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop)
         else:
-            predict(arguments.paths, arguments.model, arguments.out)
+            predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop)
     except DataFileError as error:
         message = str(error)
         parser.error(message if message.startswith("--") else f"{_data_flag(command)}: {message}")

@@ -245,6 +245,16 @@ def wrap_for_saving(core_model, crop_fraction, image_size):
     return keras.Model(raw_images, core_model(model_input), name="galaxy_classifier")
 
 
+def set_crop_fraction(model, crop_fraction):
+    """Make a loaded classifier keep ``crop_fraction`` of each frame (before
+    its first prediction): for frames with another field of view."""
+    for layer in model.layers:
+        if isinstance(layer, GalaxyPreprocessing):
+            layer.crop_fraction = float(crop_fraction)
+            return model
+    raise ValueError("this model has no preprocessing layer whose crop could be changed")
+
+
 def forget_optimizer(model):
     """Once training is over, detach the optimizer so that saved files hold
     what prediction needs and not Adam's two extra copies of every weight (for

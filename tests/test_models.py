@@ -100,3 +100,16 @@ def test_loading_a_bad_model_file_names_it(tmp_path):
         models.load_model(tmp_path / "broken.keras")
     with pytest.raises(ValueError, match="expected a .keras or .h5"):
         models.load_model(tmp_path / "model.pt")
+
+
+def test_a_loaded_classifier_can_be_told_to_keep_another_centre_fraction(tmp_path):
+    network = models.build_modern_cnn(16, widths=(4, 8), convs_per_block=(1, 1))
+    path = models.save_model(models.wrap_for_saving(network, 1.0, 16), tmp_path / "tiny.keras")
+    frame = np.random.default_rng(0).integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8)
+
+    whole_frame_model = models.set_crop_fraction(models.load_model(path), 1.0)
+    half_frame_model = models.set_crop_fraction(models.load_model(path), 0.5)
+
+    centre = frame[:, 16:48, 16:48]
+    assert np.allclose(half_frame_model.predict(frame, verbose=0), whole_frame_model.predict(centre, verbose=0),
+                       atol=1e-5)

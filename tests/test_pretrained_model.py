@@ -18,8 +18,10 @@ from galaxy_classification import CLASS_NAMES
 PRETRAINED_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
 HOLDOUT_LIST = PROJECT_ROOT / "bench" / "gz1_holdout.csv"
 MAX_SHIPPED_BYTES = 3_000_000
-PER_CLASS = 10
-MIN_CORRECT = 18
+PER_CLASS = 100
+# measured on all 600 held-out galaxies: 90.5% (Wilson 95% interval 87.9-92.6%);
+# 200 of them at 85% or better leaves room for chance, not for a broken model
+MIN_ACCURACY = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz
     predicted = probabilities.argmax(axis=1)
     wrong = [f"{path.name} (true {CLASS_NAMES[label]}, p_elliptical {p:.2f})"
              for path, label, guess, p in zip(paths, labels, predicted, probabilities[:, 1]) if guess != label]
-    assert len(paths) - len(wrong) >= MIN_CORRECT, f"{len(wrong)} of {len(paths)} wrong: {', '.join(wrong)}"
+    accuracy = 1 - len(wrong) / len(paths)
+    assert accuracy >= MIN_ACCURACY, f"{len(wrong)} of {len(paths)} wrong: {', '.join(wrong[:20])}"
 
 
 def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, gz1_dir, tmp_path):

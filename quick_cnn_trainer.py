@@ -318,16 +318,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _test_fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.05 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0.05 and 0.5, got {value:g}")
-    return value
-
-
 def _bounded_int(minimum, maximum=None):
     def parse(text):
         try:
@@ -341,14 +331,20 @@ def _bounded_int(minimum, maximum=None):
     return parse
 
 
-def _crop_fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.05 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the frame between 0.05 and 1, got {value:g}")
-    return value
+def _fraction(minimum, maximum, meaning="a fraction"):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {meaning} between {minimum:g} and {maximum:g}, got {value:g}")
+        return value
+    return parse
+
+
+_crop_fraction = _fraction(0.05, 1.0, "a fraction of the frame")
+_test_fraction = _fraction(0.05, 0.5)
 
 
 CROP_OVERRIDE_HELP = (

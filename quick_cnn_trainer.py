@@ -97,8 +97,14 @@ def create_cnn(input_shape=(512, 512, 3)):
 # --------------------------------------------------------------------------- train
 
 
-def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None):
-    """The preset's recipe with the command-line overrides applied."""
+def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None):
+    """The preset's recipe with the command-line overrides applied.
+
+    A preset with ``min_steps_per_epoch`` shrinks its batch (not below 8) on
+    small samples so each epoch still takes that many optimiser steps: 180
+    training galaxies in batches of 64 would give 3 steps an epoch, too few
+    for the network (or BatchNorm's statistics) to settle before early stopping.
+    """
     from galaxy_classification import models
 
     settings = dict(models.PRESETS[preset_name])
@@ -112,6 +118,8 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
         settings["epochs"] = epochs
     if batch_size is not None:
         settings["batch_size"] = batch_size
+    elif settings.get("min_steps_per_epoch") and n_train:
+        settings["batch_size"] = min(settings["batch_size"], max(8, n_train // settings["min_steps_per_epoch"]))
     return settings
 
 
@@ -125,8 +133,8 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     galaxies = get_data(data)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
-    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop)
     train_rows, validation_rows, test_rows = datasets.split_indices(len(galaxies), test_size=test_fraction)
+    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 

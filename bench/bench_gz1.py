@@ -236,8 +236,8 @@ def print_result(figures, facts, wall_seconds, trainer_metrics):
 
 
 def print_learning_curve(rows):
-    print("\nLearning curve (held-out accuracy vs galaxies given to the trainer; it trains on 56% of them,")
-    print("validates on 14% and tests on 30%)")
+    print("\nLearning curve (held-out accuracy vs galaxies given to the trainer; it trains on 72% of them,")
+    print("validates on 18% and tests on 10%)")
     print(f"  {'galaxies':>8}  {'trained on':>10}  {'accuracy':>17}  {'ROC AUC':>7}  {'wall time':>9}")
     for row in rows:
         print(f"  {row['n_galaxies']:>8}  {row['n_trained_on']:>10}  {row['accuracy']:>6.1%} "

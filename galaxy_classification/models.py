@@ -68,6 +68,7 @@ MODERN_PRESET = {
     "dropout": 0.3,
     "epochs": 30,
     "batch_size": 64,
+    "min_steps_per_epoch": 25,  # smaller batches on small samples (see quick_cnn_trainer.resolve_settings)
     "learning_rate": 2e-3,
     "weight_decay": 1e-4,
     "label_smoothing": 0.05,

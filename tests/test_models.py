@@ -113,3 +113,17 @@ def test_a_loaded_classifier_can_be_told_to_keep_another_centre_fraction(tmp_pat
     centre = frame[:, 16:48, 16:48]
     assert np.allclose(half_frame_model.predict(frame, verbose=0), whole_frame_model.predict(centre, verbose=0),
                        atol=1e-5)
+
+
+@pytest.mark.parametrize("n_train, batch_size, expected", [(180, None, 8), (720, None, 28), (3666, None, 64),
+                                                           (180, 32, 32)])
+def test_modern_preset_keeps_enough_steps_per_epoch_on_small_samples(n_train, batch_size, expected):
+    import types
+
+    import quick_cnn_trainer
+
+    csv_data = types.SimpleNamespace(form="csv")
+    settings = quick_cnn_trainer.resolve_settings("modern", csv_data, batch_size=batch_size, n_train=n_train)
+    assert settings["batch_size"] == expected
+    assert quick_cnn_trainer.resolve_settings("seed", types.SimpleNamespace(form="csv"), image_size=64,
+                                              n_train=n_train)["batch_size"] == 5

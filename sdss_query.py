@@ -99,7 +99,7 @@ def create_datafiles(
         n_galaxies, galaxy_type, lower_z_limit, upper_z_limit, lower_flux_limit,
         upper_flux_limit, data_release, image_data, image_scale_factor, image_size,
     )
-    out_dir = _output_directory(out_dir)
+    out_dir = _output_directory(out_dir, image_data)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
     if labels not in LABEL_RULES:
@@ -117,12 +117,17 @@ def create_datafiles(
     )
 
 
-def _output_directory(out_dir):
+def _output_directory(out_dir, image_data):
     if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
         raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    old_images = out_dir / "galaxy_images.npy"
+    if not image_data and old_images.exists():
+        # a new catalogue beside old images would pair labels with the wrong pictures
+        raise ValueError(f"image_data=False, but {old_images} from an earlier sample is there; "
+                         "choose another out_dir or delete that file")
     return out_dir
 
 

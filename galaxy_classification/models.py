@@ -40,7 +40,6 @@ from keras import layers
 
 from galaxy_classification import CLASS_NAMES
 
-PRESET_NAMES = ("seed", "modern")
 SEED_INPUT_SHAPE = (512, 512, 3)
 
 # The seed's recipe: everything but the input size is fixed.

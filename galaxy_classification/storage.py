@@ -59,12 +59,6 @@ def write_csv_atomic(frame, path):
         frame.to_csv(temporary, index=False)
 
 
-def write_npy_atomic(array, path):
-    with atomic_output(path) as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)
-
-
 def read_catalogue(path):
     """Read a galaxy_data.csv keeping the 64-bit id columns as exact text."""
     return pd.read_csv(path, dtype={column: str for column in ID_COLUMNS})

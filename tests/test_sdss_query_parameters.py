@@ -97,3 +97,12 @@ def test_the_command_line_refuses_an_out_dir_that_is_a_file(tmp_path):
     assert result.returncode == 2 and "out_dir" in result.stderr
     assert not_a_directory.read_text() == "my notes"
     assert not (tmp_path / storage.IMAGES_FILE).exists()
+
+
+def test_a_catalogue_only_run_refuses_to_sit_beside_old_images(tmp_path):
+    sdss_query.create_datafiles(6, source="synthetic", out_dir=tmp_path, image_size=32,
+                                image_scale_factor=0.16)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="image_data=False"):
+        sdss_query.create_datafiles(6, source="synthetic", out_dir=tmp_path, image_data=False, seed=1)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from galaxy_classification import CLASS_NAMES, datasets
+from galaxy_classification import CLASS_NAMES, datasets, parameters
 from galaxy_classification.storage import DataFileError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -150,13 +150,15 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     images, prepare = _training_images(galaxies, out_dir, crop_fraction, size, progress)
     labels = galaxies.labels
 
+    class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None
+
     def batches(rows, training=False, with_labels=True, max_batches=None):
         augment = settings["augment"]
         return datasets.as_keras_dataset(datasets.GalaxyBatches(
             images, rows, labels if with_labels else None, settings["batch_size"], prepare,
             shuffle=training, seed=seed or 0,
             augment=functools.partial(models.augment_batch, **augment) if training and augment else None,
-            class_weights=datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None,
+            class_weights=class_weights,
             max_batches=max_batches,
         ), workers=PREFETCH_WORKERS, image_side=size)
 
@@ -390,7 +392,7 @@ def build_parser(command="train"):
         help="seed: the original network (default); modern: small, fast, augmented, for galaxies")
     add("--epochs", type=_bounded_int(1), help="training epochs (preset: seed 15, modern 30 with early stopping)")
     add("--batch-size", type=_bounded_int(1), help="images per batch (preset: seed 5, modern 64)")
-    add("--image-size", type=_bounded_int(16, 2048),
+    add("--image-size", type=_bounded_int(parameters.MIN_IMAGE_SIZE, parameters.MAX_IMAGE_SIZE),
         help="network input side in pixels (preset: seed the images' own size, modern 64)")
     add("--crop", type=_crop_fraction,
         help="keep this central fraction of each frame (preset: seed 1; modern 0.7 of a data directory, "

@@ -190,7 +190,7 @@ def fetch_with_retries(session, limiter, stop, request, image_size):
             raise skyserver.SDSSQueryError("interrupted", transient=True)
         limiter.acquire(stop)
         try:
-            body, _ = skyserver.fetch_cutout(session, request, image_size)
+            body = skyserver.fetch_cutout(session, request, image_size)
             return body
         except skyserver.CutoutBodyError as error:
             if attempt == retries:

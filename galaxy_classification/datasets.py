@@ -64,7 +64,7 @@ class NpyImages:
 
     def __init__(self, path):
         self.path = Path(path)
-        images = storage._open_images(self.path)  # the same checks as the data directory
+        images = storage.open_images(self.path)  # the same checks as the data directory
         self.shape = tuple(int(side) for side in images.shape)
         del images
 

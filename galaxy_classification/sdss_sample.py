@@ -43,7 +43,7 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
     :class:`SDSSQueryError` when a service fails.
     """
     out_dir = Path(out_dir)
-    _check_arguments(sample, login, label_rule, workers)
+    _check_arguments(sample, login)
     if custom_sql:
         queries = catalogue.custom_query(sql_template)
     else:
@@ -68,16 +68,14 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
     return out_dir
 
 
-def _check_arguments(sample, login, label_rule, workers):
+def _check_arguments(sample, login):
+    """What only the SDSS route needs; labels and workers were checked by
+    sdss_query.create_datafiles with the other parameters."""
     if not isinstance(login, bool):
         raise ValueError(f"login must be True or False, got {login!r}")
-    if label_rule not in catalogue.LABEL_RULES:
-        raise ValueError(f"labels must be one of {', '.join(map(repr, catalogue.LABEL_RULES))}, got {label_rule!r}")
     if sample.image_data and not MIN_CUTOUT_SIZE <= sample.image_size <= MAX_CUTOUT_SIZE:
         raise ValueError(f"image_size must be between {MIN_CUTOUT_SIZE} and {MAX_CUTOUT_SIZE} pixels for SDSS "
                          f"cutouts (the image service clamps to that range), got {sample.image_size}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     # environment settings are checked now, not half-way through a download
     config.timeout_seconds(), config.max_requests_per_second(), config.retries(), config.backoff_seconds()
 

@@ -384,9 +384,10 @@ def decode_cutout(body, size):
 
 
 def fetch_cutout(session, request, size):
-    """One cutout attempt: ``(jpeg_bytes, pixels)``. urllib3 has already retried
-    429/5xx and refused connections; a body cut off mid-way or one that is not
-    a JPEG raises :class:`CutoutBodyError` for the caller to retry."""
+    """One cutout attempt: the JPEG bytes, checked to decode to size x size x 3.
+    urllib3 has already retried 429/5xx and refused connections; a body cut off
+    mid-way or one that is not a JPEG raises :class:`CutoutBodyError` for the
+    caller to retry."""
     response = send(session, request, stream=True)
     try:
         body = response.content
@@ -394,6 +395,5 @@ def fetch_cutout(session, request, size):
         raise CutoutBodyError(f"connection dropped mid-body: {_short(error, 160)}") from None
     finally:
         response.close()
-    pixels = parse_cutout_response(response.status_code, response.reason,
-                                   response.headers.get("Content-Type", ""), body, size)
-    return body, pixels
+    parse_cutout_response(response.status_code, response.reason, response.headers.get("Content-Type", ""), body, size)
+    return body

@@ -119,7 +119,7 @@ def open_datafiles(data_dir):
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataFileError(f"--data {data_dir}: not a directory (expected the folder written by sdss_query.py)")
-    images = _open_images(data_dir / IMAGES_FILE)
+    images = open_images(data_dir / IMAGES_FILE)
     labels = _load_labels(data_dir / LABELS_FILE)
     if len(labels) != len(images):
         raise DataFileError(
@@ -137,7 +137,9 @@ def open_datafiles(data_dir):
     return images, labels, catalogue
 
 
-def _open_images(path):
+def open_images(path):
+    """Memory-map a galaxy_images.npy read-only, checking it is complete,
+    (n, height, width, 3) and uint8; :class:`DataFileError` otherwise."""
     if not path.is_file():
         raise DataFileError(f"{path}: missing (write it with sdss_query.py)")
     try:

@@ -106,3 +106,9 @@ def test_a_catalogue_only_run_refuses_to_sit_beside_old_images(tmp_path):
     with pytest.raises(ValueError, match="image_data=False"):
         sdss_query.create_datafiles(6, source="synthetic", out_dir=tmp_path, image_data=False, seed=1)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_the_label_rules_offered_are_the_ones_the_catalogue_implements():
+    from galaxy_classification import catalogue
+
+    assert sdss_query.LABEL_RULES == tuple(catalogue.LABEL_RULES)

@@ -26,28 +26,33 @@ import sys
 from pathlib import Path
 
 from galaxy_classification import parameters
+from galaxy_classification.label_rules import LABEL_RULES, label_rule
 
 # The catalogue query, sent once per class ('both' = two queries of half the
 # sample each: a balanced sample, and no UNION, which SkyServer refuses).
 # {class_condition} becomes the spiral or the elliptical test of the label rule
-# (galaxy_classification.catalogue); it is parenthesised so its OR/AND can never
-# escape the redshift, flux and clean cuts. {label_columns} and {label_join} are
-# empty for labels='likelihood' and add the Galaxy Zoo 1 table (zooSpec) for
-# labels='galaxyzoo'. specObjID can exceed 2^63, so it travels as text.
+# (galaxy_classification.label_rules); it is parenthesised so its OR/AND can
+# never escape the redshift, flux and clean cuts. {label_columns} and
+# {label_join} are empty for labels='likelihood' and add the Galaxy Zoo 1 table
+# (zooSpec) for labels='galaxyzoo'. specObjID can exceed 2^63, so it travels as
+# text. Cutouts are cut at image_scale_factor x petroR90_g, so it must be > 0.
+# Comments and line breaks are removed before sending (one line, as SkyServer
+# needs), so -- comments are safe here.
 SQL_Query = """SELECT TOP {n_galaxies}
-  g.objID AS objid, g.ra, g.dec, g.petroR90_g, g.petroFlux_g,
-  CAST(s.specObjID AS VARCHAR(20)) AS specObjID, g.lnLDeV_g, g.lnLExp_g, s.z{label_columns}
+  g.objID AS objid, g.ra, g.dec, g.petroR90_g, g.petroR90_r, g.petroFlux_g,
+  CAST(s.specObjID AS VARCHAR(20)) AS specObjID,
+  g.lnLDeV_g, g.lnLExp_g, g.lnLDeV_r, g.lnLExp_r, s.z{label_columns}
 FROM Galaxy AS g
   JOIN SpecObj AS s ON s.bestObjID = g.objID{label_join}
 WHERE s.z BETWEEN {lower_z_limit} AND {upper_z_limit}
   AND s.zWarning = 0
   AND g.petroFlux_g BETWEEN {lower_flux_limit} AND {upper_flux_limit}
   AND g.clean = 1
+  AND g.petroR90_g > 0
   AND ({class_condition})
 """
 
 SOURCES = ("sdss", "synthetic")
-LABEL_RULES = ("likelihood", "galaxyzoo")
 DEFAULT_SEED = 42
 
 
@@ -102,8 +107,7 @@ def create_datafiles(
     out_dir = _output_directory(out_dir, image_data)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
-    if labels not in LABEL_RULES:
-        raise ValueError(f"labels must be one of {', '.join(map(repr, LABEL_RULES))}, got {labels!r}")
+    rule = label_rule(labels)
     workers = parameters.positive_integer("workers", workers)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
@@ -113,7 +117,7 @@ def create_datafiles(
 
     return sdss_sample.create_sdss_datafiles(
         sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
-        login=login, label_rule=labels, workers=workers, seed=seed, dry_run=dry_run,
+        login=login, label_rule=rule, workers=workers, seed=seed, dry_run=dry_run,
     )
 
 
@@ -164,8 +168,9 @@ def build_argument_parser():
         help="cutout scale in arcsec/pixel = this x petroR90_g (default 0.01)")
     add("--no-images", action="store_true", help="write the catalogue and labels only")
     add("--no-login", action="store_true", help="use the SkyServer SQL search, no SciServer account")
-    add("--labels", choices=LABEL_RULES, default="likelihood",
-        help="label rule: profile-fit likelihoods or Galaxy Zoo 1 votes (default likelihood)")
+    add("--labels", choices=tuple(LABEL_RULES), default="likelihood",
+        help="label rule: " + "; ".join(f"{rule.name}: {rule.summary}" for rule in LABEL_RULES.values())
+        + " (default likelihood)")
     add("--workers", type=int, default=8, help="concurrent cutout downloads (default 8)")
     add("--out", default="data", help="output directory (default data/)")
     add("--synthetic", action="store_true", help="generate an offline synthetic sky instead of querying SDSS")

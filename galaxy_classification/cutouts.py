@@ -7,9 +7,13 @@
   over a connection pool of that size that blocks instead of opening more);
 - all threads share one token bucket capping the request rate
   (``SDSS_MAX_RATE``, default 10 per second; see :mod:`config`);
-- 429/5xx replies and refused connections are retried by urllib3 with
-  exponential back-off and jitter; a body cut off mid-way or one that is not a
-  JPEG is retried here the same way; a 404 (outside the footprint) is final;
+- transient failures (429, 502-504, HTML pages, dropped connections, bodies
+  cut off or not a JPEG) are tried again with exponential back-off and jitter,
+  a 500 ("drawing failed") only twice more; a 404 (outside the footprint) is
+  final (:func:`skyserver.call_with_retries` decides);
+- a galaxy whose scale would fall below the service's 0.015"/pixel minimum is
+  left out with that reason rather than fetched at a scale the service clamps
+  silently (a wider field than the rest of the sample);
 - every body must decode to ``image_size`` x ``image_size`` x 3 before it is
   cached, and it is cached atomically, so a file in the cache is always a good
   cutout and a rerun after a crash or Ctrl-C downloads only what is missing.
@@ -21,16 +25,13 @@ cutouts of two scales. A cached file of the wrong size is downloaded again.
 """
 
 import json
-
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from . import config, skyserver, storage
 
@@ -43,35 +44,14 @@ class CutoutReport:
     downloaded: int = 0
     from_cache: int = 0
     failures: dict = field(default_factory=dict)
+    below_minimum_scale: int = 0
 
     def summary(self):
-        return f"{self.downloaded} downloaded, {self.from_cache} from cache, {len(self.failures)} failed"
-
-
-class RateLimiter:
-    """A token bucket shared by threads: on average at most ``rate`` requests a
-    second, in bursts of at most ``burst``. A caller that finds the bucket
-    empty reserves the next token and sleeps until it is due."""
-
-    def __init__(self, rate, burst=1):
-        self._rate = float(rate)
-        self._capacity = float(burst)
-        self._tokens = float(burst)
-        self._updated = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self, stop_event=None):
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-            self._updated = now
-            self._tokens -= 1
-            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            if stop_event is None:
-                time.sleep(wait)
-            else:
-                stop_event.wait(wait)
+        text = f"{self.downloaded} downloaded, {self.from_cache} from cache, {len(self.failures)} failed"
+        if self.below_minimum_scale:
+            text += (f" ({self.below_minimum_scale} of them need a scale below the service's "
+                     f"{MIN_SCALE_ARCSEC:g}\"/pixel minimum)")
+        return text
 
 
 def cutout_path(cache_dir, objid):
@@ -90,9 +70,20 @@ def is_cached(path, image_size):
         return False
 
 
+MIN_SCALE_ARCSEC = 0.015  # the image service clamps a smaller scale up to this, silently
+
+
 def cutout_scale(petro_r90_g, image_scale_factor):
     """Arcsec per pixel: the cutout spans image_size x scale_factor x petroR90_g."""
     return image_scale_factor * float(petro_r90_g)
+
+
+def scale_problem(scale):
+    """Why a cutout cannot be fetched at ``scale`` arcsec/pixel, or None."""
+    if not scale >= MIN_SCALE_ARCSEC:
+        return (f"needs {scale:.4g}\"/pixel, below the image service's {MIN_SCALE_ARCSEC:g}\"/pixel minimum "
+                "(it would clamp the scale and show a wider field than asked for)")
+    return None
 
 
 SETTINGS_FILE = "settings.json"
@@ -133,11 +124,15 @@ def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, 
     missing = []
     for galaxy in catalogue[["objid", "ra", "dec", "petroR90_g"]].itertuples(index=False):
         path = cutout_path(cache_dir, galaxy.objid)
-        if is_cached(path, image_size):
+        scale = cutout_scale(galaxy.petroR90_g, image_scale_factor)
+        problem = scale_problem(scale)
+        if problem:
+            report.failures[galaxy.objid] = (problem, True)
+            report.below_minimum_scale += 1
+        elif is_cached(path, image_size):
             report.from_cache += 1
         else:
-            request = skyserver.build_cutout_request(
-                galaxy.ra, galaxy.dec, cutout_scale(galaxy.petroR90_g, image_scale_factor), image_size, data_release)
+            request = skyserver.build_cutout_request(galaxy.ra, galaxy.dec, scale, image_size, data_release)
             missing.append((galaxy.objid, request, path))
     if missing:
         _download(missing, image_size, workers, report, total=len(catalogue))
@@ -146,7 +141,7 @@ def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, 
 
 
 def _download(missing, image_size, workers, report, total):
-    limiter = RateLimiter(config.max_requests_per_second())
+    limiter = skyserver.RateLimiter(config.max_requests_per_second())
     stop = threading.Event()
     session = skyserver.make_session(pool_size=workers)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cutout")
@@ -155,7 +150,8 @@ def _download(missing, image_size, workers, report, total):
             executor.submit(_fetch_and_cache, session, limiter, stop, request, path, image_size): objid
             for objid, request, path in missing
         }
-        with tqdm(total=total, initial=report.from_cache, desc="cutouts", unit="img") as progress:
+        done = total - len(missing)
+        with tqdm(total=total, initial=done, desc="cutouts", unit="img") as progress:
             for future in as_completed(futures):
                 try:
                     future.result()
@@ -175,26 +171,5 @@ def _download(missing, image_size, workers, report, total):
 
 
 def _fetch_and_cache(session, limiter, stop, request, path, image_size):
-    body = fetch_with_retries(session, limiter, stop, request, image_size)
+    body = skyserver.fetch_cutout(session, request, image_size, limiter=limiter, stop=stop)
     storage.write_bytes_atomic(path, body)
-
-
-def fetch_with_retries(session, limiter, stop, request, image_size):
-    """JPEG bytes of one verified cutout; bodies cut off or not JPEG are retried
-    with exponential back-off and jitter (HTTP-level retries happen in urllib3)."""
-    retries = config.retries()
-    backoff = config.backoff_seconds()
-    attempt = 0
-    while True:
-        if stop.is_set():
-            raise skyserver.SDSSQueryError("interrupted", transient=True)
-        limiter.acquire(stop)
-        try:
-            body = skyserver.fetch_cutout(session, request, image_size)
-            return body
-        except skyserver.CutoutBodyError as error:
-            if attempt == retries:
-                raise skyserver.CutoutBodyError(f"{error} (gave up after {retries + 1} attempts)") from None
-        if stop.wait(backoff * 2**attempt + random.uniform(0, backoff)):
-            raise skyserver.SDSSQueryError("interrupted", transient=True)
-        attempt += 1

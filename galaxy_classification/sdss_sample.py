@@ -4,13 +4,16 @@
 ``source='sdss'``:
 
 1. build the catalogue SQL: one query per class, from validated numbers and
-   whitelisted class tests (or the user's own ``sql=``, sent as it is);
+   the label rule's tests (or the user's own ``sql=``, checked the same way);
 2. ``login=True``: log in to SciServer once and run the queries through
    CasJobs in the data release's context; ``login=False``: the SkyServer SQL
    search, no account;
-3. label the galaxies (likelihood fits or Galaxy Zoo 1 flags);
-4. download the cutouts into ``out_dir/cutouts/`` (cached, resumable);
-5. leave out galaxies whose cutout failed, listing them with the reason in
+3. label the galaxies (a :class:`label_rules.LabelRule`);
+4. download the cutouts into ``out_dir/cutouts/`` (cached, resumable), each at
+   ``image_scale_factor * petroR90_g`` arcsec/pixel, recorded per galaxy in
+   the ``cutout_scale`` column;
+5. leave out galaxies whose cutout failed (or would need a scale below the
+   service's minimum), listing them with the reason in
    ``out_dir/failed_cutouts.csv``;
 6. write galaxy_data.csv, galaxy_images.npy, galaxy_labels.npy atomically, row
    i of each describing the same galaxy.
@@ -25,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import CLASS_NAMES, catalogue, config, cutouts, skyserver, storage
+from .label_rules import LIKELIHOOD
 from .skyserver import SDSSQueryError
 
 MIN_CUTOUT_SIZE, MAX_CUTOUT_SIZE = 64, 2048  # the image service clamps width/height to this range
@@ -32,10 +36,11 @@ FAILED_CUTOUTS_FILE = "failed_cutouts.csv"
 
 
 def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, login=True,
-                          label_rule="likelihood", workers=8, seed=None, dry_run=False):
+                          label_rule=LIKELIHOOD, workers=8, seed=None, dry_run=False):
     """Query SDSS for ``sample`` and write the three data files into ``out_dir``.
 
-    ``sample`` is a validated :class:`parameters.SampleParameters`. With
+    ``sample`` is a validated :class:`parameters.SampleParameters`,
+    ``label_rule`` a :class:`label_rules.LabelRule`. With
     ``custom_sql`` the query decides the sample; rows its label rule cannot
     label (or of the other class when ``galaxy_type`` is not 'both') are left
     out. Rows are shuffled with ``seed`` so the classes interleave. Returns
@@ -76,8 +81,7 @@ def _check_arguments(sample, login):
     if sample.image_data and not MIN_CUTOUT_SIZE <= sample.image_size <= MAX_CUTOUT_SIZE:
         raise ValueError(f"image_size must be between {MIN_CUTOUT_SIZE} and {MAX_CUTOUT_SIZE} pixels for SDSS "
                          f"cutouts (the image service clamps to that range), got {sample.image_size}")
-    # environment settings are checked now, not half-way through a download
-    config.timeout_seconds(), config.max_requests_per_second(), config.retries(), config.backoff_seconds()
+    config.check_all()  # environment settings fail now, not half-way through a download
 
 
 def print_dry_run(sample, queries, login, out_dir):
@@ -106,14 +110,15 @@ def print_dry_run(sample, queries, login, out_dir):
 
 def fetch_catalogue(sample, queries, login, label_rule, seed):
     """Run the queries; one labelled DataFrame with a 'label' column."""
-    with skyserver.make_session(retry_posts=True) as session:
+    limiter = skyserver.sql_rate_limiter()
+    with skyserver.make_session() as session:
         token = skyserver.login() if login else None
         frames = []
         for query in queries:
             if token is not None:
-                columns, rows = skyserver.run_casjobs_query(session, query.sql, sample.data_release, token)
+                columns, rows = skyserver.run_casjobs_query(session, query.sql, sample.data_release, token, limiter)
             else:
-                columns, rows = skyserver.run_sql_search(session, query.sql, sample.data_release)
+                columns, rows = skyserver.run_sql_search(session, query.sql, sample.data_release, limiter)
             frames.append(_labelled(catalogue.rows_to_frame(columns, rows), query, label_rule, sample))
     galaxies = pd.concat(frames, ignore_index=True)
     duplicated = galaxies["objid"].duplicated()
@@ -130,12 +135,12 @@ def _labelled(frame, query, label_rule, sample):
     if missing:
         raise ValueError(
             f"the catalogue query must return the columns {', '.join(missing)} "
-            f"(needed: {', '.join(catalogue.REQUIRED_COLUMNS)} and for labels={label_rule!r} "
-            f"{', '.join(catalogue.LABEL_RULE_COLUMNS[label_rule])}); it returned {', '.join(frame.columns)}"
+            f"(needed: {', '.join(catalogue.REQUIRED_COLUMNS)} and for labels={label_rule.name!r} "
+            f"{', '.join(label_rule.columns)}); it returned {', '.join(frame.columns)}"
         )
     usable = frame[list(catalogue.REQUIRED_COLUMNS)].notna().all(axis=1) & (frame["objid"] != "")
     if query.label is None:
-        labels = catalogue.LABEL_RULES[label_rule](frame)
+        labels = label_rule.labels(frame)
         wanted = {"both": (0, 1), "spiral": (0,), "elliptical": (1,)}[sample.galaxy_type]
         usable &= np.isin(labels, wanted)
     else:
@@ -171,8 +176,10 @@ def keep_galaxies_with_cutouts(galaxies, sample, out_dir, workers):
         galaxies, out_dir / "cutouts", data_release=sample.data_release,
         image_scale_factor=sample.image_scale_factor, image_size=sample.image_size, workers=workers,
     )
+    galaxies = galaxies.assign(cutout_scale=[cutouts.cutout_scale(radius, sample.image_scale_factor)
+                                             for radius in galaxies["petroR90_g"]])
     failed = galaxies["objid"].isin(list(report.failures))
-    failed_table = galaxies.loc[failed, ["objid", "ra", "dec", "petroR90_g"]].copy()
+    failed_table = galaxies.loc[failed, ["objid", "ra", "dec", "petroR90_g", "cutout_scale"]].copy()
     failed_table["reason"] = [report.failures[objid][0] for objid in failed_table["objid"]]
     failed_table["permanent"] = [report.failures[objid][1] for objid in failed_table["objid"]]
     storage.write_csv_atomic(failed_table, out_dir / FAILED_CUTOUTS_FILE)

@@ -6,14 +6,28 @@ is split in two so the parsing can be tested on canned replies
 
 - ``build_*_request`` makes a :class:`requests.Request` (nothing is sent),
 - ``parse_*_response`` turns the reply into data, or raises
-  :class:`SDSSQueryError` carrying the service's own message.
+  :class:`SDSSQueryError` carrying the service's own message and whether the
+  failure is transient.
 
-Errors are errors, never data: an HTML page (whatever its status), a 200 reply
-holding an ``error_message`` row, a 500 JSON error all raise. Transient failures
-(429, 5xx, refused or reset connections) are retried by urllib3 with
-exponential back-off and jitter; a login is never retried, because the
-SciServer account locks after three failed attempts. The SciServer token lives
-in a :class:`SciServerToken`, which hides its value from ``print``, logs and
+Which failures are worth another try is decided in one place, for every path
+(SQL search, CasJobs, cutouts), following ``PROTOCOL.md`` §8.1:
+
+- transient: 429 (after its ``Retry-After``), 502, 503, 504, refused or reset
+  connections, a body cut off mid-way, an HTML page whatever its status, and
+  SkyServer's "Maximum 60 queries allowed per minute" refusal (after a whole
+  query window); a cutout 500 ("drawing failed") only a bounded few times;
+- permanent, raised at once: SQL errors (500/400 JSON ``ErrorMessage`` /
+  ``Error Message``), other ``error_message`` rows, 400 bad parameters, 404
+  outside the footprint, 401, a rejected login, and a SQL reply that did not
+  come within ``SDSS_SQL_TIMEOUT`` (the server may still be running the query,
+  so it is never sent again).
+
+:func:`call_with_retries` is the one loop that acts on that verdict, with
+exponential back-off and jitter. urllib3's own ``Retry`` is not used for it:
+it can only look at the status, and the same 500 means "your SQL is wrong"
+on one path and "try again" on another. A login is never retried: the
+SciServer account locks after three failed attempts. The token lives in a
+:class:`SciServerToken`, which hides its value from ``print``, logs and
 tracebacks. Service locations and timeouts come from :mod:`config`.
 """
 
@@ -25,19 +39,24 @@ import os
 import random
 import re
 import sys
+import threading
+import time
 
 import numpy as np
 import requests
 from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from . import config
 
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 JPEG_MAGIC = b"\xff\xd8\xff"
 TASK_NAME = "galaxy_classification"
 USER_AGENT = "galaxy-classification (python-requests)"
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+SERVER_ERROR_RETRIES = 2  # a 500 that is not a SQL error (a cutout "drawing failed") gets this many more tries
+QUERY_LIMIT_TEXT = "queries allowed per minute"
 LOCKOUT_ADVICE = (
     "The login is not retried: the SciServer account locks for 10 minutes after 3 failed attempts. "
     "Check SCISERVER_USERNAME / SCISERVER_PASSWORD (or set SCISERVER_TOKEN), "
@@ -49,13 +68,17 @@ class SDSSQueryError(Exception):
     """An SDSS service failed, or answered with an error instead of data.
 
     ``status_code`` is the HTTP status (None when no reply arrived);
-    ``transient`` says whether trying again later may help.
+    ``transient`` says whether trying again later may help; ``retry_after`` is
+    the least wait in seconds the service asked for; ``max_retries`` caps the
+    tries of a failure that is transient only a few times.
     """
 
-    def __init__(self, message, status_code=None, transient=False):
+    def __init__(self, message, status_code=None, transient=False, retry_after=None, max_retries=None):
         super().__init__(message)
         self.status_code = status_code
         self.transient = transient
+        self.retry_after = retry_after
+        self.max_retries = max_retries
 
 
 class CutoutBodyError(SDSSQueryError):
@@ -86,82 +109,123 @@ class SciServerToken:
         raise TypeError("a SciServer token is not written anywhere, so it cannot be pickled")
 
 
-# --- sessions -----------------------------------------------------------------
+# --- sessions and sending -------------------------------------------------------
+
+# urllib3 sends each request once (requests' own default, spelled out): every
+# retry decision is made by call_with_retries, which sees the body too.
+SEND_ONCE = Retry(total=0, read=False, redirect=5, raise_on_status=False)
 
 
-class BackoffRetry(Retry):
-    """urllib3's Retry with a back-off before every retry.
-
-    Stock urllib3 retries the first failure at once; against a service that just
-    said 429 or 503 that is the least polite moment, so here retry k waits
-    ``backoff_factor * 2**(k-1)`` plus up to ``backoff_jitter`` seconds.
-    """
-
-    def get_backoff_time(self):
-        retries_so_far = len(self.history)
-        if retries_so_far == 0:
-            return 0.0
-        delay = self.backoff_factor * 2 ** (retries_so_far - 1) + random.uniform(0, self.backoff_jitter)
-        return min(self.backoff_max, delay)
-
-
-def retry_policy(allowed_methods=Retry.DEFAULT_ALLOWED_METHODS):
-    """Retries for transient failures only: 429/5xx replies, refused or reset
-    connections, read timeouts. POST is not in urllib3's default methods."""
-    retries = config.retries()
-    backoff = config.backoff_seconds()
-    return BackoffRetry(
-        total=retries, connect=retries, read=retries, status=retries, other=0,
-        allowed_methods=allowed_methods, status_forcelist=TRANSIENT_STATUSES,
-        backoff_factor=backoff, backoff_jitter=backoff, backoff_max=60,
-        raise_on_status=False,  # the last reply is parsed, so the error carries the service's message
-        respect_retry_after_header=True, retry_after_max=300,
-        remove_headers_on_redirect=Retry.DEFAULT_REMOVE_HEADERS_ON_REDIRECT | {"X-Auth-Token"},
-    )
-
-
-# A login is attempted exactly once: no retry of any kind (total=0), and POST is
-# not among the methods urllib3 may retry anyway.
-NO_RETRY = Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0,
-                 allowed_methods=Retry.DEFAULT_ALLOWED_METHODS, raise_on_status=False)
-
-
-def make_session(pool_size=1, retry_posts=False):
-    """A requests Session with transient-failure retries and at most
-    ``pool_size`` connections per host (further requests wait for a free one).
-
-    ``retry_posts=True`` also retries POST, for CasJobs quick queries: they are
-    read-only SELECTs, so sending one twice is harmless. Logins never use this.
-    """
-    allowed = Retry.DEFAULT_ALLOWED_METHODS | {"POST"} if retry_posts else Retry.DEFAULT_ALLOWED_METHODS
-    adapter = HTTPAdapter(max_retries=retry_policy(allowed), pool_connections=4,
-                          pool_maxsize=pool_size, pool_block=True)
-    return _session_with(adapter)
-
-
-def make_login_session():
-    """A Session that sends each request once: no urllib3 retries at all."""
-    return _session_with(HTTPAdapter(max_retries=NO_RETRY, pool_connections=1, pool_maxsize=1))
-
-
-def _session_with(adapter):
+def make_session(pool_size=1):
+    """A requests Session with at most ``pool_size`` connections per host
+    (further requests wait for a free one) and no retries of its own."""
     session = requests.Session()
+    adapter = HTTPAdapter(max_retries=SEND_ONCE, pool_connections=4, pool_maxsize=pool_size, pool_block=True)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
 
 
-def send(session, request, allow_redirects=True, stream=False):
-    """Send a built request with the configured timeout; no reply -> SDSSQueryError.
-    ``stream=True`` leaves the body unread, so a drop mid-body shows up later."""
+def send(session, request, read_timeout=None, sql=False, allow_redirects=True):
+    """Send a built request once and read its whole body.
+
+    Connecting is limited by ``SDSS_TIMEOUT``; reading by ``read_timeout``
+    (default ``SDSS_TIMEOUT``). No reply, or a body cut off mid-way, raises a
+    transient :class:`SDSSQueryError`, except a SQL reply that ran out of time:
+    the server may still be executing that query, so it is final.
+    """
     prepared = session.prepare_request(request)
-    timeout = config.timeout_seconds()
+    connect_timeout = config.timeout_seconds()
+    read_timeout = read_timeout or connect_timeout
+    where = request.url.split("?")[0]
     try:
-        return session.send(prepared, timeout=(timeout, timeout), allow_redirects=allow_redirects, stream=stream)
+        response = session.send(prepared, timeout=(connect_timeout, read_timeout), allow_redirects=allow_redirects)
     except requests.RequestException as error:
-        where = request.url.split("?")[0]
-        raise SDSSQueryError(f"no reply from {where}: {_short(error)}", transient=True) from None
+        if sql and _is_read_timeout(error):
+            raise SDSSQueryError(
+                f"the SQL query got no complete reply from {where} within SDSS_SQL_TIMEOUT={read_timeout:g} s. "
+                "It was not sent again, because the server may still be running it. Raise SDSS_SQL_TIMEOUT "
+                "(SkyServer itself stops a query after 600 s), or ask for fewer galaxies or narrower limits."
+            ) from None
+        cut_off = isinstance(error, (requests.exceptions.ChunkedEncodingError,
+                                     requests.exceptions.ContentDecodingError))
+        what = "the reply was cut off mid-way" if cut_off else "no reply"
+        raise SDSSQueryError(f"{what} from {where}: {_short(error)}", transient=True) from None
+    return response
+
+
+def _is_read_timeout(error):
+    # a timeout while the body streams in arrives wrapped in a ConnectionError
+    return isinstance(error, requests.exceptions.ReadTimeout) or any(
+        isinstance(argument, ReadTimeoutError) for argument in error.args)
+
+
+def call_with_retries(session, request, parse, *, sql=False, read_timeout=None, limiter=None, stop=None):
+    """Send ``request`` and return ``parse(response)``, trying transient
+    failures again with exponential back-off and jitter.
+
+    ``parse`` raises :class:`SDSSQueryError` for an error reply; its
+    ``transient``, ``retry_after`` and ``max_retries`` decide what happens
+    next. ``limiter`` (a :class:`RateLimiter`) is asked before every attempt;
+    ``stop`` (a threading.Event) ends the waiting early.
+    """
+    retries, backoff = config.retries(), config.backoff_seconds()
+    stop = stop or threading.Event()
+    attempt = bounded = 0
+    while True:
+        if stop.is_set():
+            raise SDSSQueryError("interrupted", transient=True)
+        if limiter is not None:
+            limiter.acquire(stop)
+        try:
+            return parse(send(session, request, read_timeout=read_timeout, sql=sql))
+        except SDSSQueryError as error:
+            bounded += error.max_retries is not None  # failures transient only a few times
+            out_of_tries = attempt >= retries or (error.max_retries is not None and bounded > error.max_retries)
+            if not error.transient or out_of_tries:
+                if attempt:
+                    error.args = (f"{error} (gave up after {attempt + 1} attempts)",)
+                raise
+            wait = min(60.0, backoff * 2**attempt) + random.uniform(0, backoff)
+            if error.retry_after is not None:
+                wait = max(wait, error.retry_after)
+            if wait >= 10 or error.retry_after is not None:
+                print(f"{error}; waiting {wait:.1f} s before trying again", file=sys.stderr)
+            if stop.wait(wait):
+                raise SDSSQueryError("interrupted", transient=True) from None
+            attempt += 1
+
+
+class RateLimiter:
+    """A token bucket shared by threads: on average at most ``rate`` requests a
+    second, in bursts of at most ``burst``. A caller that finds the bucket
+    empty reserves the next token and sleeps until it is due."""
+
+    def __init__(self, rate, burst=1):
+        self._rate = float(rate)
+        self._capacity = float(burst)
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self, stop_event=None):
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+            self._tokens -= 1
+            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            if stop_event is None:
+                time.sleep(wait)
+            else:
+                stop_event.wait(wait)
+
+
+def sql_rate_limiter():
+    """SkyServer allows 60 queries a minute per address: one every window/60."""
+    return RateLimiter(config.QUERIES_PER_WINDOW / config.query_window_seconds())
 
 
 # --- messages from the services -----------------------------------------------
@@ -187,14 +251,56 @@ def service_message(text, limit=300):
     return " ".join(text.split())[:limit] or "(empty reply)"
 
 
-def raise_for_service_error(service, status, content_type, text):
-    """Raise SDSSQueryError for a non-200 status or an HTML page (even with 200)."""
-    is_html = text.lstrip().startswith("<") or "text/html" in (content_type or "").lower()
-    if status != 200 or is_html:
-        raise SDSSQueryError(
-            f"{service} failed (HTTP {status}): {service_message(text)}",
-            status_code=status, transient=status in TRANSIENT_STATUSES,
-        )
+def is_html(text, content_type=""):
+    return text.lstrip()[:1] == "<" or "text/html" in (content_type or "").lower()
+
+
+def raise_for_service_error(service, status, content_type, text, headers=None, reason=None):
+    """Raise SDSSQueryError for any reply that is not data, saying whether it is
+    worth another try (PROTOCOL.md §8.1). Returns for a 200 that is not HTML.
+
+    ``text`` is the body as text; a cutout's JPEG body arrives as its reason
+    phrase instead, since the picture of an error says nothing.
+    """
+    headers = headers or {}
+    message = service_message(text) if text else (reason or "(empty reply)")
+    if is_html(text, content_type):
+        # maintenance pages, load balancers, "Skyserver Error ... try again later"
+        raise SDSSQueryError(f"{service} sent an HTML page instead of data (HTTP {status}): {message}",
+                             status_code=status, transient=True, retry_after=_retry_after(headers))
+    if status == 200:
+        return
+    if status in RETRIED_STATUSES:
+        raise SDSSQueryError(f"{service} is busy or unavailable (HTTP {status}): {message}",
+                             status_code=status, transient=True, retry_after=_retry_after(headers))
+    if _json_error_message(text) is not None or status < 500:
+        # the service's own error document: the SQL or a parameter is wrong; 4xx: our request is
+        raise SDSSQueryError(f"{service} failed (HTTP {status}): {message}", status_code=status)
+    # a 500 without an error document (a cutout "drawing failed", a crashed page): a few more tries
+    raise SDSSQueryError(f"{service} failed (HTTP {status}): {message}", status_code=status,
+                         transient=True, max_retries=SERVER_ERROR_RETRIES)
+
+
+def _json_error_message(text):
+    try:
+        document = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(document, dict):
+        for key in ("ErrorMessage", "Error Message"):
+            if isinstance(document.get(key), str):
+                return document[key]
+    return None
+
+
+def _retry_after(headers):
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(Retry(0).parse_retry_after(value)))
+    except InvalidHeader:  # unparsable: the back-off decides
+        return None
 
 
 def _short(error, limit=300):
@@ -236,7 +342,7 @@ def login():
     username, password = _username_and_password()
     request = build_login_request(username, password)
     del password
-    with make_login_session() as session:
+    with make_session() as session:  # sends once: see SEND_ONCE
         try:
             response = send(session, request, allow_redirects=False)
         except SDSSQueryError as error:
@@ -279,7 +385,7 @@ def build_casjobs_request(sql, context, token):
     )
 
 
-def parse_casjobs_response(status, content_type, text):
+def parse_casjobs_response(status, content_type, text, headers=None):
     """``(columns, rows)`` of the first result set. JSON integers become exact
     Python ints, so 64-bit ids survive."""
     if status == 401:
@@ -287,7 +393,7 @@ def parse_casjobs_response(status, content_type, text):
             f"CasJobs refused the SciServer token (HTTP 401: {service_message(text)}); it may have expired. "
             "Set a fresh SCISERVER_TOKEN or log in again.", status_code=401,
         )
-    raise_for_service_error("CasJobs query", status, content_type, text)
+    raise_for_service_error("CasJobs query", status, content_type, text, headers)
     try:
         document = json.loads(text)
         result = document["Result"][0]
@@ -298,9 +404,13 @@ def parse_casjobs_response(status, content_type, text):
     return columns, rows
 
 
-def run_casjobs_query(session, sql, context, token):
-    response = send(session, build_casjobs_request(sql, context, token), allow_redirects=False)
-    return parse_casjobs_response(response.status_code, response.headers.get("Content-Type", ""), response.text)
+def run_casjobs_query(session, sql, context, token, limiter=None):
+    return call_with_retries(
+        session, build_casjobs_request(sql, context, token),
+        lambda reply: parse_casjobs_response(reply.status_code, reply.headers.get("Content-Type", ""),
+                                             reply.text, reply.headers),
+        sql=True, read_timeout=config.sql_timeout_seconds(), limiter=limiter,
+    )
 
 
 # --- SkyServer SQL search (no-login path) ---------------------------------------
@@ -314,9 +424,9 @@ def build_sql_search_request(sql, data_release):
     )
 
 
-def parse_sql_search_response(status, content_type, text):
+def parse_sql_search_response(status, content_type, text, headers=None):
     """``(columns, rows)`` from a ``#Table1`` CSV reply, every value as text."""
-    raise_for_service_error("SkyServer SQL search", status, content_type, text)
+    raise_for_service_error("SkyServer SQL search", status, content_type, text, headers)
     first_line, _, table = text.partition("\n")
     if first_line.strip() != "#Table1":
         raise SDSSQueryError(f"SkyServer SQL search sent an unexpected reply: {service_message(text)}",
@@ -327,13 +437,23 @@ def parse_sql_search_response(status, content_type, text):
     columns, rows = lines[0], lines[1:]
     if [column.strip().lower() for column in columns] == ["error_message"]:
         message = " ".join(row[0] for row in rows).strip() or "(no message)"
+        if QUERY_LIMIT_TEXT in message.lower():
+            window = config.query_window_seconds()
+            raise SDSSQueryError(f"SkyServer refused the query for now: {message[:300]} (it allows "
+                                 f"{config.QUERIES_PER_WINDOW} queries a minute per address; waiting the "
+                                 f"whole {window:g} s window)", status_code=status, transient=True,
+                                 retry_after=window)
         raise SDSSQueryError(f"SkyServer refused the query: {message[:500]}", status_code=status)
     return columns, rows
 
 
-def run_sql_search(session, sql, data_release):
-    response = send(session, build_sql_search_request(sql, data_release))
-    return parse_sql_search_response(response.status_code, response.headers.get("Content-Type", ""), response.text)
+def run_sql_search(session, sql, data_release, limiter=None):
+    return call_with_retries(
+        session, build_sql_search_request(sql, data_release),
+        lambda reply: parse_sql_search_response(reply.status_code, reply.headers.get("Content-Type", ""),
+                                                reply.text, reply.headers),
+        sql=True, read_timeout=config.sql_timeout_seconds(), limiter=limiter,
+    )
 
 
 # --- JPEG cutouts ---------------------------------------------------------------
@@ -348,19 +468,18 @@ def build_cutout_request(ra, dec, scale, size, data_release):
     )
 
 
-def parse_cutout_response(status, reason, content_type, body, size):
+def parse_cutout_response(status, reason, content_type, body, size, headers=None):
     """The decoded ``(size, size, 3)`` uint8 image, or SDSSQueryError.
 
     The status is checked before the body: outside the footprint the service
-    answers 404 *with* a perfectly good JPEG of a blank canvas.
+    answers 404 *with* a perfectly good JPEG of a blank canvas, and a drawing
+    failure 500 with one too.
     """
-    if status == 404:
+    text = "" if body[:3] == JPEG_MAGIC else body[:4000].decode("utf-8", "replace")
+    if status == 404 and not is_html(text, content_type):
         raise SDSSQueryError(f"HTTP 404 {reason or 'Not Found'} (permanent: outside the SDSS footprint)",
                              status_code=404)
-    if status != 200:
-        message = reason if body[:3] == JPEG_MAGIC else service_message(body.decode("utf-8", "replace"))
-        raise SDSSQueryError(f"HTTP {status}: {message}", status_code=status,
-                             transient=status in TRANSIENT_STATUSES)
+    raise_for_service_error("SkyServer image cutout", status, content_type, text, headers, reason)
     return decode_cutout(body, size)
 
 
@@ -383,17 +502,12 @@ def decode_cutout(body, size):
     return pixels
 
 
-def fetch_cutout(session, request, size):
-    """One cutout attempt: the JPEG bytes, checked to decode to size x size x 3.
-    urllib3 has already retried 429/5xx and refused connections; a body cut off
-    mid-way or one that is not a JPEG raises :class:`CutoutBodyError` for the
-    caller to retry."""
-    response = send(session, request, stream=True)
-    try:
-        body = response.content
-    except requests.RequestException as error:
-        raise CutoutBodyError(f"connection dropped mid-body: {_short(error, 160)}") from None
-    finally:
-        response.close()
-    parse_cutout_response(response.status_code, response.reason, response.headers.get("Content-Type", ""), body, size)
-    return body
+def fetch_cutout(session, request, size, limiter=None, stop=None):
+    """The JPEG bytes of one cutout, checked to decode to size x size x 3,
+    with transient failures tried again."""
+    def parse(reply):
+        parse_cutout_response(reply.status_code, reply.reason, reply.headers.get("Content-Type", ""),
+                              reply.content, size, reply.headers)
+        return reply.content
+
+    return call_with_retries(session, request, parse, limiter=limiter, stop=stop)

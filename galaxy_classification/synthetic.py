@@ -15,7 +15,7 @@ How a galaxy is made, in the order the code does it:
    into arcseconds, so angular size shrinks with redshift. ``petroR90_g`` is
    measured on the model's own circular-aperture growth curve (SDSS Petrosian
    definition, seeing added in quadrature), and the likelihood columns are drawn
-   so that ``catalogue.likelihood_labels`` gives the intended class.
+   so that ``label_rules.LIKELIHOOD`` gives the intended class.
 2. Image. The cutout spans ``image_size * image_scale_factor * petroR90_g``
    arcseconds, as the SDSS cutout service would serve it. The sky is rendered in
    nanomaggies at about SDSS's native 0.396"/pixel (the resolution the real
@@ -42,7 +42,8 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage, special
 
-from . import CLASS_NAMES, ELLIPTICAL, SPIRAL, catalogue, parameters, storage
+from . import CLASS_NAMES, ELLIPTICAL, SPIRAL, parameters, storage
+from .label_rules import LIKELIHOOD
 
 # --- instrument: SDSS imaging camera, g r i ---------------------------------------------
 SDSS_PIXEL_ARCSEC = 0.396
@@ -127,7 +128,7 @@ def create_synthetic_datafiles(sample, out_dir, seed=42):
         seed = int(np.random.SeedSequence().entropy)
     galaxies = draw_sample(sample, seed)
     table = pd.DataFrame([galaxy.row for galaxy in galaxies], columns=CATALOGUE_COLUMNS)
-    labels = catalogue.likelihood_labels(table)
+    labels = LIKELIHOOD.labels(table)
     intended = np.array([galaxy.label for galaxy in galaxies], dtype=np.int64)
     if not np.array_equal(labels, intended):
         raise RuntimeError("synthetic likelihood columns disagree with the intended classes (a bug)")
@@ -147,7 +148,8 @@ def create_synthetic_datafiles(sample, out_dir, seed=42):
     return storage.write_datafiles(out_dir, table, labels, images=images, image_shape=shape, progress=progress)
 
 
-CATALOGUE_COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "z"]
+CATALOGUE_COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID",
+                     "lnLDeV_g", "lnLExp_g", "lnLDeV_r", "lnLExp_r", "z", "cutout_scale"]
 _STREAMS = {"order": 0, "catalogue": 1, "image": 2}
 
 
@@ -224,7 +226,10 @@ def draw_galaxy(sample, label, rng):
         "lnLDeV_g": lnl_dev,
         "lnLExp_g": lnl_exp,
         "z": z,
+        "cutout_scale": sample.image_scale_factor * round(radius_90, 4),
     }
+    # drawn last, so every other value of a seed's galaxy stays as it was before r-band fits existed
+    row["lnLDeV_r"], row["lnLExp_r"] = _r_band_likelihoods(rng, label, petro_flux, lnl_dev)
     return SyntheticGalaxy(label, row, components, seeing, spiral, cos_i)
 
 
@@ -291,8 +296,9 @@ def _spiral_structure(rng, z, log_luminosity, arcsec_per_kpc):
 
 
 def _likelihoods(rng, label, petro_flux):
-    """lnLDeV_g, lnLExp_g consistent with catalogue.likelihood_labels for ``label``;
-    brighter galaxies have larger |ln L| (more pixels, same model mismatch)."""
+    """lnLDeV_g, lnLExp_g: with the r-band pair, what label_rules.LIKELIHOOD
+    calls ``label``; brighter galaxies have larger |ln L| (more pixels, same
+    model mismatch)."""
     if label == ELLIPTICAL:
         lnl_dev = -min(rng.exponential(40 + 0.4 * petro_flux), 890.0)
         lnl_exp = max(lnl_dev - 0.3 - rng.exponential(150), -998.0)
@@ -300,6 +306,18 @@ def _likelihoods(rng, label, petro_flux):
         lnl_dev = -2001.0 - rng.exponential(3000 + 10 * petro_flux)
         lnl_exp = -min(rng.exponential(150 + 0.8 * petro_flux), 1990.0)
     return round(float(lnl_dev), 3), round(float(lnl_exp), 3)
+
+
+def _r_band_likelihoods(rng, label, petro_flux, lnl_dev_g):
+    """lnLDeV_r, lnLExp_r: an elliptical's bulge fit wins in r too (the rule's
+    test); a spiral's r-band fits are as bad as its g-band ones."""
+    if label == ELLIPTICAL:
+        lnl_exp = -min(rng.exponential(150 + 0.5 * petro_flux), 990.0) - 0.3
+        lnl_dev = lnl_exp + 0.3 + rng.exponential(150)
+        return round(float(min(lnl_dev, -0.01)), 3), round(float(lnl_exp), 3)
+    lnl_dev = lnl_dev_g * rng.uniform(0.8, 1.2)
+    lnl_exp = -rng.exponential(150 + 0.8 * petro_flux)
+    return round(float(lnl_dev), 3), round(float(max(lnl_exp, lnl_dev + 1.0)), 3)
 
 
 def _photo_objid(rng):

@@ -12,22 +12,34 @@ It answers with the literal reply shapes of ``../shared/sdss/PROTOCOL.md`` §7
 - SkyServer ``GET /{release}/SkyServerWS/SearchTools/SqlSearch``: chunked
   ``#Table1`` CSV; an ``error_message`` row (status 200) for non-SELECT text or
   TOP above 500000; 500 compact JSON for SQL errors; 400 without ``cmd``;
-  switchable 503 HTML (``sql_mode='503'``) and 200 HTML (``sql_mode='html'``);
+  switchable 503 HTML (``sql_mode='503'``) and 200 HTML (``sql_mode='html'``).
+  Like the real service it deletes ``--`` comments to the end of the line, and
+  with ``old_database=True`` it refuses a line break after ``TOP n`` as the
+  databases before mid-2015 do;
 - ``GET /{release}/SkyServerWS/ImgCutout/getjpeg``: a 200 JPEG whose flat colour
   encodes the objid (see :func:`objid_colour`); 404 with a JPEG body outside
-  the fake footprint (dec < -30); width/height clamped to [64, 2048]; 400 JSON
-  for an unparsable ra/dec/scale.
+  the fake footprint (dec < -30); width/height clamped to [64, 2048], scale to
+  at least 0.015; 400 JSON for an unparsable ra/dec/scale.
+
+Faults on the SQL paths (SqlSearch and CasJobs alike), consumed one per
+request from ``fake.sql_faults``: ``"html200"`` (the "Skyserver Error ... try
+again later" page with status 200), ``"drop"`` (connection closed mid-body),
+``"503"`` (the load balancer's HTML page), ``"429"`` (with ``Retry-After``),
+``"limit"`` (the "Maximum 60 queries allowed per minute" row), ``"slow"``
+(the reply waits ``fake.slow_seconds``).
 
 Faults per objid (``fake.faults[objid] = ["503", "503"]`` is consumed one per
 request, then the cutout is served; ``fake.sticky_faults[objid]`` never ends):
-``"503"`` / ``"500"`` / ``"429"`` replies, ``"drop"`` (connection closed
-mid-body), ``"notjpeg"`` (a 200 HTML body). ``latency`` seconds are added to
-every cutout. The fake counts requests by kind and per objid, and the
-connections open at the same time.
+``"503"`` (HTML page) / ``"429"`` replies, ``"500"`` (the real drawing
+failure: status 500 with a JPEG body and the message in the reason phrase),
+``"drop"`` (connection closed mid-body), ``"notjpeg"`` (a 200 HTML body).
+``latency`` seconds are added to every cutout. The fake counts requests by
+kind and per objid, and the connections open at the same time.
 
 The "SQL engine" understands just the project's queries: TOP n, the select
-list (aliases, CAST), the redshift and flux BETWEEN cuts, and which class test
-(likelihood or Galaxy Zoo) is present.
+list (aliases, CAST), the redshift and flux BETWEEN cuts, and every simple
+comparison joined by AND (``g.lnLDeV_r > g.lnLExp_r + 0.1``, ``zs.spiral = 1``)
+over the fake sky's columns; other terms are ignored.
 """
 
 import io
@@ -81,9 +93,13 @@ def make_sky(n_spiral=12, n_elliptical=12, n_uncertain=4, n_outside=0):
             "ra": round(150.0 + 0.0137 * index, 7),
             "dec": -45.0 - index * 0.01 if kind == "outside" else round(2.0 + 0.0071 * index, 7),
             "petror90_g": round(4.0 + 0.25 * (index % 7), 3),
+            "petror90_r": round(3.8 + 0.25 * (index % 7), 3),
             "petroflux_g": 60.0 + 10.0 * (index % 40),
             "lnldev_g": -2500.0 - index if is_spiral else (-250.0 if is_elliptical else -1500.0),
             "lnlexp_g": -300.0 if is_spiral else (-400.0 if is_elliptical else -1000.0),
+            "lnldev_r": -2400.0 if is_spiral else (-200.0 if is_elliptical else -1400.0),
+            "lnlexp_r": -350.0 if is_spiral else (-450.0 if is_elliptical else -900.0),
+            "nvote": 20 + index % 30,
             "z": round(0.11 + 0.005 * (index % 30), 4),
             "spiral": int(is_spiral), "elliptical": int(is_elliptical), "uncertain": int(kind == "uncertain"),
             "p_cs_debiased": 0.9 if is_spiral else 0.1, "p_el_debiased": 0.9 if is_elliptical else 0.1,
@@ -136,20 +152,39 @@ def _split_top_level(text):
     return items + [current.strip()] if current.strip() else items
 
 
+_OPERAND = r"(?:[a-z]\w*\.(\w+)|(-?[\d.]+))(?:\s*\+\s*([\d.]+))?"
+_COMPARISON = re.compile(rf"^{_OPERAND}\s*(<=|>=|<>|<|>|=)\s*{_OPERAND}$", re.I)
+_OPERATORS = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__,
+              "=": float.__eq__, "<>": float.__ne__}
+
+
 def _matches(galaxy, where):
     for column, key in (("z", "z"), ("petroFlux_g", "petroflux_g")):
         cut = re.search(rf"\b{column}\s+BETWEEN\s+([-\d.e+]+)\s+AND\s+([-\d.e+]+)", where, re.I)
         if cut and not float(cut.group(1)) <= galaxy[key] <= float(cut.group(2)):
             return False
-    if "lnLDeV_g < -2000" in where and not (galaxy["lnldev_g"] < -2000 and galaxy["lnldev_g"] + 0.1 < galaxy["lnlexp_g"]):
-        return False
-    if "lnLDeV_g > -999" in where and not (galaxy["lnldev_g"] > -999 and galaxy["lnldev_g"] > galaxy["lnlexp_g"] + 0.1):
-        return False
-    for flag in ("spiral", "elliptical", "uncertain"):
-        wanted = re.search(rf"zs\.{flag}\s*=\s*([01])", where)
-        if wanted and galaxy[flag] != int(wanted.group(1)):
+    conditions = re.split(r"\bWHERE\b", where, maxsplit=1, flags=re.I)[1:]
+    without_between = re.sub(r"\bBETWEEN\s+\S+\s+AND\s+\S+", "", " ".join(conditions), flags=re.I)
+    for term in re.split(r"\bAND\b", without_between.replace("(", " ").replace(")", " "), flags=re.I):
+        outcome = _compare(galaxy, term.strip())
+        if outcome is False:
             return False
     return True
+
+
+def _compare(galaxy, term):
+    """True/False for a comparison over the sky's columns, None for anything else."""
+    match = _COMPARISON.match(term)
+    if not match:
+        return None
+    left_column, left_number, left_plus, operator, right_column, right_number, right_plus = match.groups()
+    values = []
+    for column, number, plus in ((left_column, left_number, left_plus), (right_column, right_number, right_plus)):
+        if column is not None and column.lower() not in galaxy:
+            return None
+        value = float(galaxy[column.lower()]) if column is not None else float(number)
+        values.append(value + float(plus or 0))
+    return _OPERATORS[operator](*values)
 
 
 class FakeSDSS:
@@ -159,6 +194,10 @@ class FakeSDSS:
         self.galaxies = galaxies if galaxies is not None else make_sky()
         self.latency = latency
         self.sql_mode = "ok"  # 'ok', '503' (HTML outage page), 'html' (HTML page with status 200)
+        self.sql_faults = []  # one per SQL request, see the module docstring
+        self.slow_seconds = 1.0
+        self.retry_after_seconds = 1
+        self.old_database = False
         self.faults = defaultdict(list)
         self.sticky_faults = {}
         self.login_attempts = Counter()
@@ -312,10 +351,43 @@ class _Handler(BaseHTTPRequestHandler):
             fake.login_attempts[name] = 0
         self._reply(200, TOKEN.encode(), "text/plain", headers=[("X-Subject-Token", TOKEN)])
 
+    def _sql_fault(self, csv_reply):
+        """Acts out the next SQL fault; True when the reply has been sent."""
+        fake = self.server.fake
+        with fake.lock:
+            fault = fake.sql_faults.pop(0) if fake.sql_faults else None
+        if fault == "limit" and not csv_reply:
+            fault = None  # the per-minute refusal is SkyServer's, not CasJobs'
+        if fault == "slow":
+            time.sleep(fake.slow_seconds)
+            return False
+        if fault == "html200":
+            self._reply(200, canned("skyserver_busy_200.html"), "text/html")
+        elif fault == "503":
+            self._reply(503, canned("maintenance_503.html"), "text/html", reason="Service Unavailable")
+        elif fault == "429":
+            self._reply(429, b"Too Many Requests", "text/plain", reason="Too Many Requests",
+                        headers=[("Retry-After", str(fake.retry_after_seconds))])
+        elif fault == "limit" and csv_reply:
+            self._reply_chunked_csv(canned("sqlsearch_query_limit.csv").decode())
+        elif fault == "drop":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain" if csv_reply else "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data = b"#Table1\nobjid,ra,dec\n1237648720693755918,150"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+        return fault is not None
+
     def _casjobs(self, context, body):
         self._record("casjobs", body)
         if self.headers.get("X-Auth-Token") != TOKEN:
             return self._reply_json(401, canned("casjobs_unauthorized.json"))
+        if self._sql_fault(csv_reply=False):
+            return None
         try:
             sql = json.loads(body)["Query"]
             columns, rows, as_text = run_sql(sql, self.server.fake.galaxies)
@@ -335,7 +407,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, canned("skyserver_error_200.html"), "text/html")
         if "cmd" not in query:  # parameter names are case-sensitive
             return self._reply_json(400, canned("sqlsearch_missing_cmd.json"), reason="BadRequest")
-        sql = " ".join(query["cmd"][0].split())
+        if self._sql_fault(csv_reply=True):
+            return None
+        raw = query["cmd"][0]
+        if fake.old_database and re.search(r"\btop\s+\d+[ \t]*\r?\n", raw, re.I):
+            document = json.loads(canned("sqlsearch_sql_error.json"))
+            document["ErrorMessage"] = "Incorrect syntax near the keyword 'TOP'."
+            return self._reply_json(500, document, reason="InternalServerError")
+        raw = re.sub(r"/\*.*?\*/", " ", re.sub(r"--[^\n]*", "", raw), flags=re.S)  # as the real filter does
+        sql = " ".join(raw.split())
         if not sql.lower().startswith("select "):
             return self._reply_chunked_csv(f"#Table1\nerror_message\nerror: must be a select statement: {sql} \n")
         top = re.match(r"select\s+top\s+(\d+)", sql, re.I)
@@ -370,8 +450,11 @@ class _Handler(BaseHTTPRequestHandler):
             fault = fake.faults[objid].pop(0) if fake.faults.get(objid) else fake.sticky_faults.get(objid)
         if fake.latency:
             time.sleep(fake.latency)
-        if fault in ("503", "500", "429"):
+        if fault in ("503", "429"):
             return self._reply(int(fault), canned("maintenance_503.html"), "text/html")
+        if fault == "500":
+            return self._reply(500, fake.jpeg(None, width, height), "image/jpeg",
+                               reason="INTERNAL SERVER ERROR. Drawing the image failed.")
         if fault == "notjpeg":
             return self._reply(200, canned("skyserver_error_200.html"), "text/html")
         body = fake.jpeg(objid, width, height)

@@ -9,6 +9,7 @@ leak into output, logs or files.
 """
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -84,8 +85,11 @@ def test_both_routes_and_label_rules_give_a_balanced_aligned_sample(fake, creden
     catalogue, images, labels = read_outputs(tmp_path)
     assert_aligned(catalogue, images, labels)
     assert sorted(labels) == [0] * 4 + [1] * 4
-    assert {"objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "z"} <= set(
-        catalogue.columns)
+    assert {"objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g",
+            "lnLDeV_r", "lnLExp_r", "z", "cutout_scale"} <= set(catalogue.columns)
+    np.testing.assert_allclose(catalogue["cutout_scale"], 0.01 * catalogue["petroR90_g"])
+    if label_rule == "galaxyzoo":
+        assert {"p_el_debiased", "p_cs_debiased", "nvote"} <= set(catalogue.columns)
     assert fake.count("getjpeg") == 8
     if login:
         assert (fake.count("login"), fake.count("casjobs"), fake.count("sqlsearch")) == (1, 2, 0)
@@ -118,7 +122,8 @@ def test_token_from_the_environment_needs_no_login_request(fake, tmp_path, monke
 @pytest.mark.parametrize("login", [False, True])
 def test_spec_obj_id_above_two_to_the_63_round_trips_exactly(fake, credentials, tmp_path, login):
     # without CAST, CasJobs sends specObjID as a bare JSON integer above 2^63
-    sql = ("SELECT TOP 30 g.objID, g.ra, g.dec, g.petroR90_g, g.lnLDeV_g, g.lnLExp_g, s.specObjID "
+    sql = ("SELECT TOP 30 g.objID, g.ra, g.dec, g.petroR90_g, g.lnLDeV_g, g.lnLExp_g, g.lnLDeV_r, g.lnLExp_r, "
+           "s.specObjID "
            "FROM Galaxy AS g JOIN SpecObj AS s ON s.bestObjID = g.objID")
     fetch(tmp_path, sql=sql, login=login)
 
@@ -132,10 +137,12 @@ def test_spec_obj_id_above_two_to_the_63_round_trips_exactly(fake, credentials, 
 
 
 def test_custom_sql_column_names_are_matched_case_insensitively(fake, tmp_path):
-    sql = "SELECT TOP 6 g.OBJID, g.RA, g.DEC, g.PETROR90_G, g.LNLDEV_G, g.LNLEXP_G FROM Galaxy AS g"
+    sql = ("SELECT TOP 6 g.OBJID, g.RA, g.DEC, g.PETROR90_G, g.LNLDEV_G, g.LNLEXP_G, g.LNLDEV_R, g.LNLEXP_R "
+           "FROM Galaxy AS g")
     fetch(tmp_path, sql=sql)
     catalogue = storage.read_catalogue(tmp_path / storage.CATALOGUE_FILE)
-    assert list(catalogue.columns[:6]) == ["objid", "ra", "dec", "petroR90_g", "lnLDeV_g", "lnLExp_g"]
+    assert list(catalogue.columns[:8]) == ["objid", "ra", "dec", "petroR90_g", "lnLDeV_g", "lnLExp_g",
+                                           "lnLDeV_r", "lnLExp_r"]
 
 
 # --- faults ------------------------------------------------------------------------
@@ -179,30 +186,121 @@ def test_cutouts_that_keep_failing_are_left_out_of_all_three_files_and_listed(mo
     assert server.cutout_requests[always_503] == RETRIES + 1
 
 
+def test_a_cutout_drawing_failure_is_retried_a_bounded_few_times_then_listed(fake, tmp_path):
+    objid = BIG_OBJID
+    fake.sticky_faults[objid] = "500"
+    fetch(tmp_path, n_galaxies=8)
+    failed = pd.read_csv(tmp_path / "failed_cutouts.csv", dtype={"objid": str})
+    assert list(failed["objid"]) == [objid]
+    assert "Drawing the image failed" in failed["reason"][0] and not failed["permanent"][0]
+    assert fake.cutout_requests[objid] == skyserver.SERVER_ERROR_RETRIES + 1 < RETRIES + 1
+
+
+def test_a_galaxy_too_small_for_the_services_minimum_scale_is_left_out_with_the_reason(monkeypatch, tmp_path, capsys):
+    sky = make_sky(n_spiral=4, n_elliptical=4)
+    tiny = sky[1]
+    tiny["petror90_g"] = 1.2  # 0.01 x 1.2" = 0.012"/pixel, below the 0.015 the service clamps to
+    server = FakeSDSS(sky).start()
+    try:
+        point_client_at(server, monkeypatch)
+        fetch(tmp_path, n_galaxies=8)
+    finally:
+        server.stop()
+    catalogue, images, labels = read_outputs(tmp_path)
+    assert_aligned(catalogue, images, labels)
+    assert str(tiny["objid"]) not in set(catalogue["objid"]) and len(catalogue) == 7
+    failed = pd.read_csv(tmp_path / "failed_cutouts.csv", dtype={"objid": str})
+    assert list(failed["objid"]) == [str(tiny["objid"])] and failed["permanent"][0]
+    assert "0.015" in failed["reason"][0] and failed["cutout_scale"][0] == pytest.approx(0.012)
+    assert server.cutout_requests[str(tiny["objid"])] == 0
+    assert "1 of them need a scale below" in capsys.readouterr().out
+
+
 def test_maintenance_page_is_retried_then_raised_with_the_service_message(fake, tmp_path):
     fake.sql_mode = "503"
-    with pytest.raises(SDSSQueryError, match="503 Service Unavailable.*No server is available"):
+    with pytest.raises(SDSSQueryError, match="503 Service Unavailable.*No server is available.*gave up after 4"):
         fetch(tmp_path)
     assert fake.count("sqlsearch") == RETRIES + 1
     assert not tmp_path.joinpath(storage.CATALOGUE_FILE).exists()
 
 
-def test_html_page_with_status_200_is_an_error_not_data(fake, tmp_path):
+def test_an_html_page_with_status_200_that_never_ends_is_raised_not_turned_into_data(fake, tmp_path):
     fake.sql_mode = "html"
     with pytest.raises(SDSSQueryError, match="Skyserver Error"):
         fetch(tmp_path)
-    assert fake.count("sqlsearch") == 1 and fake.count("getjpeg") == 0
+    assert fake.count("sqlsearch") == RETRIES + 1 and fake.count("getjpeg") == 0
+
+
+@pytest.mark.parametrize("fault", ["html200", "drop", "503", "429", "limit"])
+@pytest.mark.parametrize("login", [False, True])
+def test_a_transient_failure_on_the_sql_path_is_retried_and_the_run_succeeds(
+        fake, credentials, tmp_path, monkeypatch, capsys, login, fault):
+    monkeypatch.setenv("SDSS_QUERY_WINDOW", "0.3")
+    fake.retry_after_seconds = 1
+    fake.sql_faults = [fault]
+    started = time.monotonic()
+    fetch(tmp_path, n_galaxies=8, login=login)
+    elapsed = time.monotonic() - started
+
+    assert_aligned(*read_outputs(tmp_path))
+    sql_requests = fake.count("casjobs" if login else "sqlsearch")
+    acted_out = not (login and fault == "limit")  # the per-minute refusal is SkyServer's only
+    assert sql_requests == 2 + acted_out  # two class queries, one of them sent twice
+    if fault == "429":
+        assert elapsed >= 1.0  # Retry-After honoured
+        assert "waiting" in capsys.readouterr().err
+    if fault == "limit" and not login:
+        assert elapsed >= 0.3  # a whole query window
+        assert "60 queries a minute" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("login", [False, True])
-def test_sql_error_raises_with_the_service_message(fake, credentials, tmp_path, login):
-    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'"):
+def test_sql_error_raises_after_one_request_with_the_service_message(fake, credentials, tmp_path, login):
+    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'") as raised:
         fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.foo FROM Galaxy AS g", login=login)
+    assert fake.count("casjobs" if login else "sqlsearch") == 1
+    assert "gave up" not in str(raised.value)
 
 
-def test_error_message_row_in_a_200_reply_is_raised(fake, tmp_path):
-    with pytest.raises(SDSSQueryError, match="must be a select statement"):
+@pytest.mark.parametrize("login", [False, True])
+def test_a_query_slower_than_the_sql_timeout_is_sent_once(fake, credentials, tmp_path, monkeypatch, login):
+    monkeypatch.setenv("SDSS_SQL_TIMEOUT", "0.3")
+    fake.slow_seconds = 1.5
+    fake.sql_faults = ["slow"]
+    with pytest.raises(SDSSQueryError, match="SDSS_SQL_TIMEOUT=0.3 s.*not sent again"):
+        fetch(tmp_path, login=login)
+    assert fake.count("casjobs" if login else "sqlsearch") == 1
+
+
+def test_the_sql_timeout_is_separate_from_the_cutout_timeout(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDSS_TIMEOUT", "0.3")
+    monkeypatch.setenv("SDSS_SQL_TIMEOUT", "5")
+    fake.slow_seconds = 0.8
+    fake.sql_faults = ["slow"]
+    fetch(tmp_path, n_galaxies=4)  # a query slower than SDSS_TIMEOUT is fine
+    assert fake.count("sqlsearch") == 2
+
+
+def test_queries_travel_on_one_line_for_databases_that_refuse_a_break_after_top(fake, tmp_path):
+    fake.old_database = True
+    fetch(tmp_path, n_galaxies=4)
+    sql = "SELECT TOP 6\n g.objID, g.ra, g.dec, g.petroR90_g, g.lnLDeV_g, g.lnLExp_g, g.lnLDeV_r, g.lnLExp_r\n" \
+          "FROM Galaxy AS g -- every galaxy\nWHERE g.ra > 0"
+    fetch(tmp_path / "own", sql=sql)
+    assert len(read_outputs(tmp_path / "own")[0]) == 6
+
+
+def test_a_row_the_filter_would_refuse_is_raised_after_one_request(fake, tmp_path):
+    sql = "SELECT TOP 600000 g.objID, g.ra, g.dec, g.petroR90_g, g.lnLDeV_g, g.lnLExp_g FROM Galaxy AS g"
+    with pytest.raises(SDSSQueryError, match="limit is  top 500000"):
+        fetch(tmp_path, sql=sql)
+    assert fake.count("sqlsearch") == 1
+
+
+def test_a_users_own_sql_is_checked_locally_before_anything_is_sent(fake, tmp_path):
+    with pytest.raises(ValueError, match="sql must start with SELECT"):
         fetch(tmp_path, sql="DROP TABLE galaxies")
+    assert fake.count() == 0
 
 
 def test_empty_result_suggests_wider_limits(fake, tmp_path):
@@ -212,7 +310,7 @@ def test_empty_result_suggests_wider_limits(fake, tmp_path):
 
 
 def test_custom_sql_missing_columns_are_named(fake, tmp_path):
-    with pytest.raises(ValueError, match=r"petroR90_g, lnLDeV_g, lnLExp_g"):
+    with pytest.raises(ValueError, match=r"petroR90_g, lnLDeV_g, lnLExp_g, lnLDeV_r, lnLExp_r"):
         fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.ra, g.dec FROM Galaxy AS g")
     with pytest.raises(ValueError, match=r"spiral, elliptical"):
         fetch(tmp_path, sql="SELECT TOP 5 g.objID, g.ra, g.dec, g.petroR90_g FROM Galaxy AS g", labels="galaxyzoo")
@@ -410,9 +508,9 @@ def test_rate_limiter_spaces_requests_at_the_configured_rate(monkeypatch):
         clock["now"] += seconds
         clock["slept"] += seconds
 
-    monkeypatch.setattr(cutouts.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(cutouts.time, "sleep", sleep)
-    limiter = cutouts.RateLimiter(rate=10, burst=1)
+    monkeypatch.setattr(skyserver.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(skyserver.time, "sleep", sleep)
+    limiter = skyserver.RateLimiter(rate=10, burst=1)
     for _ in range(6):
         limiter.acquire()
     assert clock["slept"] == pytest.approx(0.5)  # the first is free, then one every 0.1 s
@@ -423,7 +521,7 @@ def test_command_line_prints_one_line_on_a_service_error(fake, tmp_path, capsys)
     status = sdss_query.main(["--no-login", "--n-galaxies", "4", "--image-size", "64", "--out", str(tmp_path)])
     error_output = capsys.readouterr().err
     assert status == 1
-    assert error_output.startswith("error: SkyServer SQL search failed") and error_output.count("\n") == 1
+    assert error_output.startswith("error: SkyServer SQL search sent an HTML page") and error_output.count("\n") == 1
 
 
 def test_command_line_offers_every_documented_flag(capsys):

@@ -108,7 +108,11 @@ def test_a_catalogue_only_run_refuses_to_sit_beside_old_images(tmp_path):
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
-def test_the_label_rules_offered_are_the_ones_the_catalogue_implements():
-    from galaxy_classification import catalogue
+def test_the_label_rules_offered_are_the_label_rule_objects(capsys):
+    from galaxy_classification import label_rules
 
-    assert sdss_query.LABEL_RULES == tuple(catalogue.LABEL_RULES)
+    assert sdss_query.LABEL_RULES is label_rules.LABEL_RULES
+    with pytest.raises(SystemExit):
+        sdss_query.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(name in help_text for name in label_rules.LABEL_RULES)

@@ -9,9 +9,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from urllib3.util.retry import Retry
 
 from galaxy_classification import catalogue, skyserver
+from galaxy_classification.label_rules import GALAXY_ZOO, LIKELIHOOD
 from galaxy_classification.skyserver import CutoutBodyError, SDSSQueryError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -43,19 +43,36 @@ def test_sql_search_with_zero_rows_returns_only_the_header():
     assert columns == ["objid", "ra", "dec"] and rows == []
 
 
-@pytest.mark.parametrize("name, status, content_type, message", [
-    ("sqlsearch_error_message.csv", 200, "text/plain", "must be a select statement: DROP TABLE foo"),
-    ("sqlsearch_limit.csv", 200, "text/plain", "limit is  top 500000"),
-    ("sqlsearch_sql_error.json", 500, "application/json; charset=utf-8", "Invalid column name 'foo'."),
-    ("sqlsearch_missing_cmd.json", 400, "application/json; charset=utf-8", "not enough parameters"),
-    ("maintenance_503.html", 503, "text/html", "503 Service Unavailable No server is available"),
-    ("maintenance_503.html", 200, "text/plain", "No server is available"),  # an HTML body is never data
-    ("skyserver_error_200.html", 200, "text/html", "Skyserver Error"),
+@pytest.mark.parametrize("name, status, content_type, message, transient", [
+    ("sqlsearch_error_message.csv", 200, "text/plain", "must be a select statement: DROP TABLE foo", False),
+    ("sqlsearch_limit.csv", 200, "text/plain", "limit is  top 500000", False),
+    ("sqlsearch_sql_error.json", 500, "application/json; charset=utf-8", "Invalid column name 'foo'.", False),
+    ("sqlsearch_missing_cmd.json", 400, "application/json; charset=utf-8", "not enough parameters", False),
+    ("maintenance_503.html", 503, "text/html", "503 Service Unavailable No server is available", True),
+    ("maintenance_503.html", 200, "text/plain", "No server is available", True),  # an HTML body is never data
+    ("skyserver_error_200.html", 200, "text/html", "Skyserver Error", True),
+    ("skyserver_busy_200.html", 200, "text/html", "try again later", True),
+    ("sqlsearch_query_limit.csv", 200, "text/plain", "Maximum 60 queries allowed per minute", True),
 ])
-def test_sql_search_errors_raise_with_the_service_message(name, status, content_type, message):
+def test_sql_search_errors_raise_with_the_service_message(name, status, content_type, message, transient):
     with pytest.raises(SDSSQueryError, match=message) as raised:
         skyserver.parse_sql_search_response(status, content_type, canned_text(name))
     assert raised.value.status_code == status
+    assert raised.value.transient is transient
+
+
+def test_the_query_limit_refusal_waits_a_whole_window(monkeypatch):
+    monkeypatch.delenv("SDSS_QUERY_WINDOW", raising=False)
+    with pytest.raises(SDSSQueryError, match="waiting the whole 60 s window") as raised:
+        skyserver.parse_sql_search_response(200, "text/plain", canned_text("sqlsearch_query_limit.csv"))
+    assert raised.value.retry_after == 60
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_busy_statuses_are_transient_and_retry_after_is_read(status):
+    with pytest.raises(SDSSQueryError) as raised:
+        skyserver.parse_sql_search_response(status, "text/plain", "busy", {"Retry-After": "7"})
+    assert raised.value.transient and raised.value.retry_after == 7
 
 
 def test_sql_travels_url_encoded_in_the_query_string():
@@ -80,8 +97,9 @@ def test_casjobs_json_result_keeps_big_integers_exact():
 
 
 def test_casjobs_sql_error_and_expired_token_raise_with_the_service_message():
-    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'"):
+    with pytest.raises(SDSSQueryError, match="Invalid column name 'foo'") as raised:
         skyserver.parse_casjobs_response(500, "application/json", canned_text("casjobs_error.json"))
+    assert not raised.value.transient
     with pytest.raises(SDSSQueryError, match="401.*SCISERVER_TOKEN"):
         skyserver.parse_casjobs_response(401, "application/json", canned_text("casjobs_unauthorized.json"))
     with pytest.raises(SDSSQueryError, match="No server is available"):
@@ -130,27 +148,9 @@ def test_login_request_body_and_path():
     assert b'"name": "alice"' in request.body and b'"password": "s3cret"' in request.body
 
 
-def test_urllib3_never_retries_a_login_post():
-    login_retry = skyserver.make_login_session().get_adapter("https://apps.sciserver.org").max_retries
-    assert login_retry.total == 0 and "POST" not in login_retry.allowed_methods
-    default_retry = skyserver.make_session().get_adapter("https://skyserver.sdss.org").max_retries
-    assert "POST" not in default_retry.allowed_methods and "POST" in Retry.DEFAULT_ALLOWED_METHODS | {"POST"}
-    assert set(default_retry.status_forcelist) == {429, 500, 502, 503, 504}
-    assert "X-Auth-Token" in default_retry.remove_headers_on_redirect or "x-auth-token" in {
-        header.lower() for header in default_retry.remove_headers_on_redirect}
-
-
-def test_retries_back_off_exponentially_from_the_first_retry(monkeypatch):
-    monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "1")
-    retry = skyserver.retry_policy()
-    delays = []
-    for _ in range(4):
-        retry = retry.increment(method="GET", url="/x", error=None,
-                                response=type("Reply", (), {"status": 503, "get_redirect_location": lambda self: None,
-                                                            "headers": {}})())
-        delays.append(retry.get_backoff_time())
-    for attempt, delay in enumerate(delays):
-        assert 2**attempt <= delay <= 2**attempt + 1  # exponential, plus up to one base of jitter
+def test_urllib3_sends_every_request_once_so_only_the_classifier_retries():
+    retry = skyserver.make_session().get_adapter("https://skyserver.sdss.org").max_retries
+    assert retry.total == 0 and retry.read is False
 
 
 # --- cutouts -----------------------------------------------------------------------------
@@ -184,13 +184,27 @@ def test_a_clamped_cutout_of_the_wrong_size_is_refused():
 
 
 @pytest.mark.parametrize("body", [
-    canned_bytes("maintenance_503.html"),
     canned_bytes("cutout_64.jpg")[:300],  # cut off mid-body
     b"\xff\xd8\xff\xe0 not really a jpeg",
 ])
 def test_a_body_that_is_not_a_complete_jpeg_is_worth_retrying(body):
-    with pytest.raises(CutoutBodyError):
+    with pytest.raises(CutoutBodyError) as raised:
         skyserver.parse_cutout_response(200, "OK", "image/jpeg", body, 64)
+    assert raised.value.transient
+
+
+def test_an_html_page_instead_of_a_cutout_is_worth_retrying_whatever_its_status():
+    for status in (200, 404, 500, 503):
+        with pytest.raises(SDSSQueryError, match="HTML page") as raised:
+            skyserver.parse_cutout_response(status, "x", "text/html", canned_bytes("maintenance_503.html"), 64)
+        assert raised.value.transient and raised.value.max_retries is None
+
+
+def test_a_drawing_failure_is_retried_only_a_bounded_few_times():
+    with pytest.raises(SDSSQueryError, match="Drawing the image failed") as raised:
+        skyserver.parse_cutout_response(500, "INTERNAL SERVER ERROR. Drawing the image failed.", "image/jpeg",
+                                        canned_bytes("cutout_64.jpg"), 64)
+    assert raised.value.transient and raised.value.max_retries == skyserver.SERVER_ERROR_RETRIES
 
 
 def test_cutout_400_and_5xx_carry_the_service_message():
@@ -217,48 +231,67 @@ def sample(**changes):
 def test_both_means_one_query_per_class_half_each_with_the_class_test_parenthesised():
     import sdss_query
 
-    queries = catalogue.class_queries(sample(), sdss_query.SQL_Query, "likelihood")
+    queries = catalogue.class_queries(sample(), sdss_query.SQL_Query, LIKELIHOOD)
     assert [(query.label, query.n_galaxies) for query in queries] == [(0, 5), (1, 4)]
     spiral_sql, elliptical_sql = (query.sql for query in queries)
-    assert spiral_sql.startswith("SELECT TOP 5\n") and elliptical_sql.startswith("SELECT TOP 4\n")
-    assert spiral_sql.rstrip().endswith(f"AND ({catalogue.SPIRAL_CONDITION})")
-    assert elliptical_sql.rstrip().endswith(f"AND ({catalogue.ELLIPTICAL_CONDITION})")
+    assert spiral_sql.startswith("SELECT TOP 5 g.objID") and elliptical_sql.startswith("SELECT TOP 4 g.objID")
+    assert spiral_sql.endswith(f"AND ({LIKELIHOOD.spiral_condition})")
+    assert elliptical_sql.endswith(f"AND ({LIKELIHOOD.elliptical_condition})")
     for sql in (spiral_sql, elliptical_sql):
         assert "s.z BETWEEN 0.1 AND 0.3" in sql and "g.petroFlux_g BETWEEN 50.0 AND 500.0" in sql
+        assert "AND g.petroR90_g > 0" in sql
+        assert "lnLDeV_r" in sql and "lnLExp_r" in sql
         assert ";" not in sql and "--" not in sql and "UNION" not in sql.upper()
+        assert "\n" not in sql and "  " not in sql  # one line: old databases refuse a break after TOP n
         assert "zooSpec" not in sql
+
+
+def test_the_seed_conditions_are_sent_word_for_word():
+    # the seed's sample definition (Steckler 2019): ellipticals in r, spirals in g
+    assert LIKELIHOOD.elliptical_condition == ("g.lnLDeV_r > g.lnLExp_r + 0.1 AND g.lnLExp_r > -999.0 "
+                                               "AND g.lnLDeV_g > -999.0")
+    assert LIKELIHOOD.spiral_condition == "g.lnLDeV_g < -2000.0 AND g.lnLDeV_g + 0.1 < g.lnLExp_g"
 
 
 def test_galaxy_zoo_queries_join_zoospec_and_exclude_uncertain_galaxies():
     import sdss_query
 
-    queries = catalogue.class_queries(sample(galaxy_type="elliptical"), sdss_query.SQL_Query, "galaxyzoo")
+    queries = catalogue.class_queries(sample(galaxy_type="elliptical"), sdss_query.SQL_Query, GALAXY_ZOO)
     assert len(queries) == 1 and queries[0].label == 1 and queries[0].n_galaxies == 9
     sql = queries[0].sql
     assert "JOIN zooSpec AS zs ON zs.objid = g.objID" in sql
     assert "AND (zs.elliptical = 1 AND zs.spiral = 0 AND zs.uncertain = 0)" in sql
     assert "zs.spiral, zs.elliptical" in sql
+    assert "zs.p_el_debiased, zs.p_cs_debiased, zs.nvote" in sql  # volunteer agreement travels along
 
 
 def test_comments_in_an_edited_template_are_removed_but_strings_are_kept():
     template = ("SELECT TOP {n_galaxies} objid -- the id\n, 'a--b' AS tag /* note */ FROM Galaxy AS g\n"
                 "WHERE ({class_condition})")
-    sql = catalogue.class_queries(sample(galaxy_type="spiral"), template, "likelihood")[0].sql
-    assert sql.splitlines()[0] == "SELECT TOP 9 objid"
-    assert " ".join(sql.split()) == f"SELECT TOP 9 objid , 'a--b' AS tag FROM Galaxy AS g WHERE ({catalogue.SPIRAL_CONDITION})"
+    sql = catalogue.class_queries(sample(galaxy_type="spiral"), template, LIKELIHOOD)[0].sql
+    assert sql == f"SELECT TOP 9 objid , 'a--b' AS tag FROM Galaxy AS g WHERE ({LIKELIHOOD.spiral_condition})"
+
+
+def test_a_users_own_sql_gets_the_same_checks_and_travels_on_one_line():
+    [query] = catalogue.custom_query("SELECT TOP 5\n  objid, 'x  y' AS tag -- why\nFROM Galaxy /* c */ WHERE ra > 1")
+    assert query.sql == "SELECT TOP 5 objid, 'x  y' AS tag FROM Galaxy WHERE ra > 1"
+    for bad in ("WITH t AS (SELECT 1) SELECT * FROM t", "SELECT 1; DROP TABLE x",
+                "SELECT objid FROM Galaxy UNION SELECT objid FROM Star", "-- note\n DELETE FROM x"):
+        with pytest.raises(ValueError, match="^sql must"):
+            catalogue.custom_query(bad)
 
 
 def test_galaxy_zoo_needs_the_label_fields_in_the_template():
     template = "SELECT TOP {n_galaxies} objid FROM Galaxy AS g WHERE ({class_condition})"
     with pytest.raises(ValueError, match="label_columns.*label_join"):
-        catalogue.class_queries(sample(), template, "galaxyzoo")
+        catalogue.class_queries(sample(), template, GALAXY_ZOO)
 
 
 def test_galaxy_zoo_label_rule():
     import pandas as pd
 
     frame = pd.DataFrame({"spiral": [1, 0, 0, 1], "elliptical": [0, 1, 0, 0], "uncertain": [0, 0, 1, 1]})
-    assert list(catalogue.galaxy_zoo_labels(frame)) == [0, 1, -1, -1]
+    assert list(GALAXY_ZOO.labels(frame)) == [0, 1, -1, -1]
 
 
 def test_column_names_are_normalised_to_the_project_spelling():

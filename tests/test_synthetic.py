@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 import sdss_query
-from galaxy_classification import CLASS_NAMES, catalogue, parameters, storage, synthetic
+from galaxy_classification import CLASS_NAMES, parameters, storage, synthetic
+from galaxy_classification.label_rules import LIKELIHOOD
 
 from conftest import PROJECT_ROOT
 
 FILES = (storage.CATALOGUE_FILE, storage.IMAGES_FILE, storage.LABELS_FILE)
-COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "z", "galaxy_type"]
+COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "lnLDeV_r",
+           "lnLExp_r", "z", "cutout_scale", "galaxy_type"]
 
 
 def make_sample(n_galaxies=12, galaxy_type="both", z=(0.1, 0.3), flux=(50, 500), image_size=48,
@@ -71,7 +73,7 @@ def test_catalogue_labels_and_images_are_row_aligned(tmp_path):
     sample = make_sample(n_galaxies=10, image_size=32, image_scale_factor=0.16)
     synthetic.create_synthetic_datafiles(sample, tmp_path, seed=3)
     images, labels, table = storage.open_datafiles(tmp_path)
-    np.testing.assert_array_equal(catalogue.likelihood_labels(table), labels)
+    np.testing.assert_array_equal(LIKELIHOOD.labels(table), labels)
     assert list(table["galaxy_type"]) == [CLASS_NAMES[label] for label in labels]
     # Row i of the images is galaxy i of the catalogue, re-rendered on its own.
     galaxies = synthetic.draw_sample(sample, 3)

@@ -26,18 +26,22 @@ arguments and data have been checked.
 """
 
 import argparse
+import dataclasses
 import functools
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from galaxy_classification import CLASS_NAMES, datasets, parameters
+from galaxy_classification.skyserver import SDSSQueryError
 from galaxy_classification.storage import DataFileError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
 MODEL_STEM = "my-galaxy-model"
-COMMANDS = ("train", "evaluate", "predict")
+COMMANDS = ("train", "evaluate", "predict", "classify")
 PRESET_NAMES = ("seed", "modern")
 PREFETCH_WORKERS = 2
 PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
@@ -50,14 +54,15 @@ class UsageError(ValueError):
 # --------------------------------------------------------------------------- the seed's steps
 
 
-def get_data(data="data"):
+def get_data(data="data", field_of_view=None):
     """Open the galaxies of ``data`` (a sdss_query directory or a ``file,label`` CSV).
 
     Returns a :class:`galaxy_classification.datasets.GalaxyData`; nothing is
     loaded: ``images, labels = get_data()`` gives a lazy image store (read rows
-    with ``images.read(indices)``, uint8) and the int labels.
+    with ``images.read(indices)``, uint8) and the int labels; ``.field`` says
+    what the frames show. ``field_of_view`` (petroR90 across) overrides it.
     """
-    return datasets.open_training_data(data)
+    return datasets.open_training_data(data, field_of_view)
 
 
 def clean_data(images, labels, crop_fraction=1.0, image_size=None):
@@ -74,8 +79,6 @@ def prepare_images(images, crop_fraction=1.0, image_size=None):
     """uint8 batch -> float32 batch in [0, 1], cropped and resized when asked."""
     if crop_fraction >= 1.0 and (image_size is None or image_size == images.shape[1] == images.shape[2]):
         return datasets.scale_images(images)
-    import numpy as np
-
     from galaxy_classification import models
 
     # a few images at a time: a whole batch of 512² frames as float32 would be 200 MB per batch in flight
@@ -98,43 +101,76 @@ def create_cnn(input_shape=(512, 512, 3)):
 
 
 def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None):
-    """The preset's recipe with the command-line overrides applied.
+    """The preset's recipe with the command-line overrides applied, and the
+    crop computed from the data's field of view (``crop`` overrides it).
 
     A preset with ``min_steps_per_epoch`` shrinks its batch (not below 8) on
     small samples so each epoch still takes that many optimiser steps: 180
     training galaxies in batches of 64 would give 3 steps an epoch, too few
     for the network (or BatchNorm's statistics) to settle before early stopping.
     """
+    import dataclasses
+
     from galaxy_classification import models
 
-    settings = dict(models.PRESETS[preset_name])
-    settings["crop_fraction"] = crop if crop is not None else settings["crop_fraction"][data.form]
+    preset = models.PRESETS[preset_name]
+    if crop is not None:
+        crop_fraction = crop
+    elif preset.view_petro_radii is None:
+        crop_fraction = 1.0
+    else:
+        crop_fraction = float(np.median(data.crops(preset.view_petro_radii)))
+    changes = {"crop_fraction": crop_fraction}
     if image_size is not None:
-        settings["image_size"] = image_size
-    elif settings["image_size"] is None:
-        native = data.native_image_size()
-        settings["image_size"] = max(1, round(native * settings["crop_fraction"]))
+        changes["image_size"] = image_size
+    elif preset.image_size is None:
+        changes["image_size"] = max(1, round(data.native_image_size() * crop_fraction))
     if epochs is not None:
-        settings["epochs"] = epochs
+        changes["epochs"] = epochs
     if batch_size is not None:
-        settings["batch_size"] = batch_size
-    elif settings.get("min_steps_per_epoch") and n_train:
-        settings["batch_size"] = min(settings["batch_size"], max(8, n_train // settings["min_steps_per_epoch"]))
-    return settings
+        changes["batch_size"] = batch_size
+    elif preset.min_steps_per_epoch and n_train:
+        changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
+    return dataclasses.replace(preset, **changes)
+
+
+def training_crops(galaxies, settings, crop=None):
+    """Each training frame's centre fraction: the same sky for every galaxy,
+    whatever field its frame has (one crop for all with ``--crop``)."""
+    if crop is not None or settings.view_petro_radii is None:
+        return np.full(len(galaxies), settings.crop_fraction)
+    return galaxies.crops(settings.view_petro_radii)
+
+
+def known_training_field(galaxies, data):
+    """The field of the training frames; the seed's cutouts, said once, when nothing records it."""
+    from galaxy_classification import field_of_view
+
+    if galaxies.field is None and galaxies.row_fields is None:
+        galaxies.field = field_of_view.assume(
+            field_of_view.SEED_FIELD, str(data),
+            f"no {datasets.FIELD_COLUMN} column, no {field_of_view.DATASET_FILE} beside it")
+    if galaxies.field is not None:
+        return galaxies.field
+    return field_of_view.FieldOfView(float(np.median(galaxies.row_fields)), source="given")
 
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
-          seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE):
+          seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None):
     """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
 
     ``steps_per_epoch`` limits each epoch to that many batches of a fresh
-    shuffle (quick trials on big data); validation and test still use every galaxy.
+    shuffle (quick trials on big data); validation and test still use every
+    galaxy. ``field_of_view`` (petroR90 across) states the frames' field when
+    the data does not record it.
     """
-    galaxies = get_data(data)
+    galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
+    field = known_training_field(galaxies, data)
     train_rows, validation_rows, test_rows = datasets.split_indices(len(galaxies), test_size=test_fraction)
     settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
+    crops = training_crops(galaxies, settings, crop)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -146,36 +182,39 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
-    crop_fraction, size = settings["crop_fraction"], settings["image_size"]
-    images, prepare = _training_images(galaxies, out_dir, crop_fraction, size, progress)
+    size = settings.image_size
+    images, prepare = _training_images(galaxies, out_dir, crops, size, progress)
     labels = galaxies.labels
 
-    class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings["class_weights"] else None
+    class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings.class_weights else None
 
     def batches(rows, training=False, with_labels=True, max_batches=None):
-        augment = settings["augment"]
+        augment = settings.augment
         return datasets.as_keras_dataset(datasets.GalaxyBatches(
-            images, rows, labels if with_labels else None, settings["batch_size"], prepare,
+            images, rows, labels if with_labels else None, settings.batch_size, prepare,
             shuffle=training, seed=seed or 0,
-            augment=functools.partial(models.augment_batch, **augment) if training and augment else None,
+            augment=functools.partial(models.augment_batch, **dataclasses.asdict(augment))
+            if training and augment else None,
             class_weights=class_weights,
             max_batches=max_batches,
         ), workers=PREFETCH_WORKERS, image_side=size)
 
     training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch)
-    core_model = models.build_core_model(preset, settings, size)
+    core_model = models.build_core_model(settings, size)
     steps = len(training_batches)
-    models.compile_model(core_model, preset, settings, steps)
+    models.compile_model(core_model, settings, steps)
     callbacks = []
-    if settings["early_stopping_patience"]:
+    if settings.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings["early_stopping_patience"], restore_best_weights=True))
+            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+    view = field.petro_radii * settings.crop_fraction
     print(f"preset {preset}: {core_model.count_params():,} parameters, {size}px images "
-          f"(centre {crop_fraction:g} of the frame), {settings['epochs']} epochs of batch {settings['batch_size']}; "
+          f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
+          f"{settings.epochs} epochs of batch {settings.batch_size}; "
           f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
     started = time.perf_counter()
     history = core_model.fit(
-        training_batches, validation_data=batches(validation_rows), epochs=settings["epochs"],
+        training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
         callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
     )
     training_seconds = time.perf_counter() - started
@@ -183,9 +222,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     history = history.history  # the History callback holds the model; keep only the numbers
 
     models.forget_optimizer(core_model)
-    saved_model = models.wrap_for_saving(core_model, crop_fraction, size)
-    for suffix in (".h5", ".keras"):
-        models.save_model(saved_model, out_dir / f"{MODEL_STEM}{suffix}")
+    models.save_classifier_files(core_model, out_dir / MODEL_STEM, settings.crop_fraction, size, field)
 
     epochs_run = len(history["loss"])
     metrics = reports.write_evaluation_report(
@@ -194,34 +231,39 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
         history=history, sources=[galaxies.sources[row] for row in test_rows],
         extra={
             "command": "train", "data": str(data), "preset": preset, "seed": seed,
-            "image_size": size, "crop_fraction": crop_fraction, "batch_size": settings["batch_size"],
-            "epochs_planned": settings["epochs"], "epochs_run": epochs_run,
+            "image_size": size, "crop_fraction": round(settings.crop_fraction, 6),
+            "field_of_view": {"data": field.to_json(), "data_source": field.source,
+                              "model_view_petro_radii": round(view, 4)},
+            "batch_size": settings.batch_size,
+            "epochs_planned": settings.epochs, "epochs_run": epochs_run,
             "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
             "training_seconds": round(training_seconds, 1),
             "steps_per_epoch": steps,
             "training_images_per_second": round(
-                min(len(train_rows), steps * settings["batch_size"]) * epochs_run / training_seconds, 2),
+                min(len(train_rows), steps * settings.batch_size) * epochs_run / training_seconds, 2),
         },
     )
     print(reports.format_metrics(metrics))
-    print(f"saved {out_dir / MODEL_STEM}.h5 and .keras; metrics and pictures in {out_dir}/")
+    print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
+          f"float32 in [0, 1] at {size} px); metrics and pictures in {out_dir}/")
     reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
     return metrics
 
 
-def _training_images(galaxies, out_dir, crop_fraction, size, progress):
+def _training_images(galaxies, out_dir, crops, size, progress):
     """Where training reads its uint8 images from, and how it turns them into model input.
 
-    A data directory is read as is and cropped / resized per batch. A CSV of
-    image files is decoded, cropped and resized once into a cache under
-    ``out/cache/`` (reused by later runs) and only scaled per batch.
+    A data directory (one field for every frame) is read as is and cropped /
+    resized per batch. A CSV of image files is decoded, cropped and resized
+    once into a cache under ``out/cache/`` (reused by later runs) and only
+    scaled per batch.
     """
     from galaxy_classification import models
 
     if galaxies.form == "directory":
-        return galaxies.images, functools.partial(prepare_images, crop_fraction=crop_fraction, image_size=size)
+        return galaxies.images, functools.partial(prepare_images, crop_fraction=float(crops[0]), image_size=size)
     cache = datasets.build_image_cache(
-        galaxies, out_dir / "cache", crop_fraction, size, models.preprocess_to_uint8, progress=progress)
+        galaxies, out_dir / "cache", crops, size, models.preprocess_to_uint8, progress=progress)
     return cache, datasets.scale_images
 
 
@@ -234,9 +276,8 @@ def _keras_verbosity(progress):
 # --------------------------------------------------------------------------- evaluate and predict
 
 
-def _load_model(model_path, crop=None):
-    """The saved classifier; ``crop`` replaces the centre fraction it keeps
-    (for frames with another field of view than it was trained on)."""
+def _load_model(model_path):
+    """The saved classifier (:class:`galaxy_classification.models.Classifier`)."""
     from galaxy_classification import models
 
     if model_path is None:
@@ -246,27 +287,38 @@ def _load_model(model_path, crop=None):
                 "train one (it saves my-galaxy-model.keras) and pass --model")
         model_path = DEFAULT_MODEL
     try:
-        classifier = models.load_model(model_path)
+        return models.load_model(model_path)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def input_crops(classifier, galaxies, crop=None):
+    """One crop per galaxy that shows the sky ``classifier`` was trained on;
+    ``crop`` (``--crop``) replaces them all."""
     if crop is not None:
-        models.set_crop_fraction(classifier, crop)
-    return classifier
+        return np.full(len(galaxies), crop)
+    if classifier.view_petro_radii is not None and galaxies.row_fields is not None:
+        return galaxies.crops(classifier.view_petro_radii)
+    return np.full(len(galaxies), classifier.crop_for(galaxies.field, str(galaxies.path)))
 
 
-def evaluate(model, data, out=".", progress=True, crop=None):
+def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None):
     """Judge a saved model on every galaxy of labelled ``data``; write the report."""
     from galaxy_classification import models, reports
 
-    galaxies = get_data(data)
-    classifier = _load_model(model, crop)
-    probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
+    classifier = _load_model(model)
+    galaxies = get_data(data, field_of_view)
+    crops = input_crops(classifier, galaxies, crop)
+    probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
     metrics = reports.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
         load_images=functools.partial(_images_for_display, galaxies.images),
         sources=galaxies.sources,
         extra={"command": "evaluate", "model": str(model or DEFAULT_MODEL), "data": str(data),
-               "skipped_unlabelled": galaxies.skipped},
+               "skipped_unlabelled": galaxies.skipped,
+               "field_of_view": {"model": classifier.field_record(),
+                                 "data": galaxies.field.to_json() if galaxies.field else None,
+                                 "crop_fraction": round(float(np.median(crops)), 6)}},
     )
     print(reports.format_metrics(metrics))
     print(f"metrics and pictures in {out}/")
@@ -277,7 +329,6 @@ def _images_for_display(images, rows):
     """uint8 images of the given rows at one common size (files may differ in size)."""
     if isinstance(images, datasets.NpyImages):
         return images.read(rows)
-    import numpy as np
     from PIL import Image
 
     pictures = [images.read_one(row) for row in rows]
@@ -289,24 +340,26 @@ def _images_for_display(images, rows):
     ])
 
 
-def predict(paths, model=None, out="predictions.csv", progress=True, crop=None):
+def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, field_of_view=None):
     """Classify the galaxies in ``paths``; write and return a table with columns
-    source, p_spiral, p_elliptical, predicted (spiral|elliptical)."""
-    import numpy as np
+    source, p_spiral, p_elliptical, predicted (spiral|elliptical), crop (the
+    centre fraction of the frame the model looked at)."""
     import pandas as pd
 
     from galaxy_classification import models, storage
 
-    inputs = [datasets.open_prediction_inputs(path) for path in paths]
-    classifier = _load_model(model, crop)
+    inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
+    classifier = _load_model(model)
     tables = []
     for galaxies in inputs:
-        probabilities = models.predict_probabilities(classifier, galaxies.images, progress=progress)
+        crops = input_crops(classifier, galaxies, crop)
+        probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
         tables.append(pd.DataFrame({
             "source": galaxies.sources,
             "p_spiral": probabilities[:, 0],
             "p_elliptical": probabilities[:, 1],
             "predicted": np.where(probabilities[:, 1] >= 0.5, CLASS_NAMES[1], CLASS_NAMES[0]),
+            "crop": np.round(crops, 4),
         }))
     table = pd.concat(tables, ignore_index=True)
     out = Path(out)
@@ -316,6 +369,24 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None):
     print(f"wrote {out}: {len(table)} galaxies, "
           + ", ".join(f"{counts.get(name, 0)} {name}" for name in CLASS_NAMES))
     return table
+
+
+def classify(catalogue, model=None, out="classified.csv", login=True, data_release="DR15", workers=8,
+             progress=True, min_confidence=None):
+    """Classify the galaxies of a catalogue (see :mod:`galaxy_classification.classify`);
+    write and return the classified table."""
+    from galaxy_classification import classify as classify_module
+
+    release = parameters.data_release_name(data_release)
+    workers = parameters.positive_integer("workers", workers)
+    table = classify_module.read_catalogue(catalogue)  # bad input fails before the model loads
+    classify_module.checked_positions(table, catalogue)
+    classifier = _load_model(model)
+    try:
+        return classify_module.classify_catalogue(catalogue, classifier, out, login=login, data_release=release,
+                                                  workers=workers, progress=progress, min_confidence=min_confidence)
+    except classify_module.CatalogueError as error:
+        raise UsageError(str(error)) from None
 
 
 # --------------------------------------------------------------------------- command line
@@ -355,11 +426,17 @@ def _fraction(minimum, maximum, meaning="a fraction"):
 
 _crop_fraction = _fraction(0.05, 1.0, "a fraction of the frame")
 _test_fraction = _fraction(0.05, 0.5)
+_confidence = _fraction(0.5, 1.0, "a probability")
+_field_of_view = _fraction(0.1, 1000.0, "petroR90 across")
 
 
 CROP_OVERRIDE_HELP = (
-    "central fraction of each image the model looks at, instead of the one it was trained with: e.g. 0.7 "
-    "for sdss_query cutouts with the Galaxy Zoo model (default: the model's own)")
+    "central fraction of each image the model looks at, overriding the crop computed from the frames' "
+    "field of view and the model's (default: computed)")
+FIELD_OF_VIEW_HELP = (
+    "how much sky the frames show, in petroR90 across, when the data does not record it (sdss_query's "
+    "dataset.json and a CSV's field_of_view column do): e.g. 5.12 for sdss_query's defaults (512 px at "
+    "0.01 x petroR90_g), 10.152 for Galaxy Zoo 1 frames (423 px at 0.024 x petroR90_r)")
 
 
 def build_parser(command="train"):
@@ -370,6 +447,7 @@ def build_parser(command="train"):
         parser.add_argument("--data", required=True, help="a sdss_query data directory or a file,label CSV")
         parser.add_argument("--out", default=".", help="directory for metrics.json and pictures (default .)")
         parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
+        parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
         return parser
     if command == "predict":
         parser = _Parser(prog=prog, description="Classify galaxy images with a saved model.")
@@ -379,6 +457,24 @@ def build_parser(command="train"):
                             help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
         parser.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
         parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
+        parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+        return parser
+    if command == "classify":
+        parser = _Parser(prog=prog, description="Classify a catalogue of galaxies (ra, dec [, objid, petroR90_r]): "
+                                                "radii looked up in SDSS, cutouts fetched at the model's field of "
+                                                "view, a classified catalogue written.")
+        parser.add_argument("catalogue", metavar="CATALOGUE", help="CSV with ra and dec in degrees; optional objid, "
+                                                                   "petroR90_r / petroR90_g (arcsec), label")
+        parser.add_argument("--model", default=None,
+                            help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
+        parser.add_argument("--out", default="classified.csv",
+                            help="output CSV (default classified.csv); cutouts are cached in OUT_cutouts/")
+        parser.add_argument("--no-login", action="store_true",
+                            help="look radii up with the SkyServer SQL search, no SciServer account")
+        parser.add_argument("--data-release", type=_data_release, default="DR15", help="SDSS data release (default DR15)")
+        parser.add_argument("--workers", type=_bounded_int(1, 64), default=8, help="concurrent cutout downloads (default 8)")
+        parser.add_argument("--min-confidence", type=_confidence,
+                            help="call a galaxy 'uncertain' when its larger probability is below this")
         return parser
     parser = _Parser(
         prog=prog,
@@ -395,8 +491,10 @@ def build_parser(command="train"):
     add("--image-size", type=_bounded_int(parameters.MIN_IMAGE_SIZE, parameters.MAX_IMAGE_SIZE),
         help="network input side in pixels (preset: seed the images' own size, modern 64)")
     add("--crop", type=_crop_fraction,
-        help="keep this central fraction of each frame (preset: seed 1; modern 0.7 of a data directory, "
-             "0.35 of a CSV's images)")
+        help="keep this central fraction of each frame (default: computed from the data's field of view: the "
+             "seed preset keeps the whole frame, the modern one 3.55 x petroR90 across, e.g. 0.69 of an "
+             "sdss_query frame, 0.35 of a Galaxy Zoo 1 frame)")
+    add("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
     add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
     add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
     add("--steps-per-epoch", type=_bounded_int(1),
@@ -416,11 +514,20 @@ def main(argv=None):
         if command == "train":
             train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
-                  test_fraction=arguments.test_fraction)
+                  test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view)
         elif command == "evaluate":
-            evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop)
+            evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
+                     field_of_view=arguments.field_of_view)
+        elif command == "predict":
+            predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
+                    field_of_view=arguments.field_of_view)
         else:
-            predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop)
+            classify(arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
+                     data_release=arguments.data_release, workers=arguments.workers,
+                     min_confidence=arguments.min_confidence)
+    except SDSSQueryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except DataFileError as error:
         message = str(error)
         parser.error(message if message.startswith("--") else f"{_data_flag(command)}: {message}")
@@ -433,7 +540,14 @@ def main(argv=None):
 
 
 def _data_flag(command):
-    return "PATH" if command == "predict" else "--data"
+    return {"predict": "PATH", "classify": "CATALOGUE"}.get(command, "--data")
+
+
+def _data_release(text):
+    try:
+        return parameters.data_release_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 if __name__ == "__main__":

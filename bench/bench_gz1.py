@@ -98,9 +98,13 @@ def stratified_subset(rows, n_galaxies, seed=SUBSET_SEED):
 
 
 def write_data_csv(rows, gz1_dir, path):
-    """A trainer --data CSV: file (absolute, so the CSV can live anywhere), label."""
+    """A trainer --data CSV: file (absolute, so the CSV can live anywhere), label,
+    field_of_view (the Galaxy Zoo 1 frames' 10.152 x petroR90_r across)."""
+    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD
+
     table = pd.DataFrame({"file": [str((gz1_dir / name).resolve()) for name in rows["file"]],
-                          "label": rows["label"].to_numpy()})
+                          "label": rows["label"].to_numpy(),
+                          "field_of_view": GALAXY_ZOO_1_FIELD.petro_radii})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, path)
     return path
@@ -211,7 +215,7 @@ def model_facts(model_path):
     """Size on disk and parameter count of a saved classifier."""
     from galaxy_classification import models
 
-    return {"size_bytes": model_path.stat().st_size, "parameters": int(models.load_model(model_path).count_params())}
+    return {"size_bytes": model_path.stat().st_size, "parameters": int(models.load_model(model_path).keras_model.count_params())}
 
 
 # --------------------------------------------------------------------------- printing

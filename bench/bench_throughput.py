@@ -11,6 +11,7 @@ images. Prints images/s per preset and the modern / seed ratio (target >= 20).
 """
 
 import argparse
+import dataclasses
 import functools
 import os
 import shutil
@@ -39,11 +40,12 @@ def training_images_per_second(galaxies, preset, n_images):
 
     keras.utils.set_random_seed(0)
     settings = quick_cnn_trainer.resolve_settings(preset, galaxies)
-    size, batch_size = settings["image_size"], settings["batch_size"]
-    prepare = functools.partial(quick_cnn_trainer.prepare_images, crop_fraction=settings["crop_fraction"],
+    size, batch_size = settings.image_size, settings.batch_size
+    prepare = functools.partial(quick_cnn_trainer.prepare_images, crop_fraction=settings.crop_fraction,
                                 image_size=size)
-    augment = functools.partial(models.augment_batch, **settings["augment"]) if settings["augment"] else None
-    weights = datasets.balanced_class_weights(galaxies.labels) if settings["class_weights"] else None
+    augment = (functools.partial(models.augment_batch, **dataclasses.asdict(settings.augment))
+               if settings.augment else None)
+    weights = datasets.balanced_class_weights(galaxies.labels) if settings.class_weights else None
 
     def batches(n_batches):
         rows = np.arange(len(galaxies))
@@ -51,9 +53,9 @@ def training_images_per_second(galaxies, preset, n_images):
             galaxies.images, rows, galaxies.labels, batch_size, prepare, shuffle=True, augment=augment,
             class_weights=weights, max_batches=n_batches), workers=quick_cnn_trainer.PREFETCH_WORKERS)
 
-    model = models.build_core_model(preset, settings, size)
+    model = models.build_core_model(settings, size)
     n_batches = max(1, n_images // batch_size)
-    models.compile_model(model, preset, settings, n_batches)
+    models.compile_model(model, settings, n_batches)
     model.fit(batches(3), epochs=1, verbose=0)  # warm-up: tracing, first allocations
     started = time.perf_counter()
     model.fit(batches(n_batches), epochs=1, verbose=0)

@@ -25,6 +25,7 @@ cutouts of two scales. A cached file of the wrong size is downloaded again.
 """
 
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -54,10 +55,14 @@ class CutoutReport:
         return text
 
 
+_SAFE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
+
+
 def cutout_path(cache_dir, objid):
-    if not objid.isdigit():
-        # objids become file names: refuse anything that is not a plain number
-        raise ValueError(f"objid {objid!r} is not a decimal number")
+    """``cache_dir/<objid>.jpg``; ``objid`` is an SDSS objid or another plain
+    name (letters, digits, ``.+_-``): it becomes a file name."""
+    if not _SAFE_NAME.fullmatch(objid):
+        raise ValueError(f"objid {objid!r} is not a decimal number or a plain name")
     return Path(cache_dir) / f"{objid}.jpg"
 
 
@@ -73,9 +78,9 @@ def is_cached(path, image_size):
 MIN_SCALE_ARCSEC = 0.015  # the image service clamps a smaller scale up to this, silently
 
 
-def cutout_scale(petro_r90_g, image_scale_factor):
-    """Arcsec per pixel: the cutout spans image_size x scale_factor x petroR90_g."""
-    return image_scale_factor * float(petro_r90_g)
+def cutout_scale(petro_r90, image_scale_factor):
+    """Arcsec per pixel: the cutout spans image_size x scale_factor x petroR90."""
+    return image_scale_factor * float(petro_r90)
 
 
 def scale_problem(scale):
@@ -109,10 +114,12 @@ def check_cache_settings(cache_dir, settings):
         )
 
 
-def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, image_size, workers):
+def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, image_size, workers,
+                     radius_column="petroR90_g"):
     """Make sure ``cache_dir/<objid>.jpg`` holds a cutout for every catalogue row.
 
-    ``catalogue`` needs objid (text), ra, dec and petroR90_g. Returns a
+    ``catalogue`` needs objid (text), ra, dec and ``radius_column`` (arcsec);
+    each cutout is ``image_scale_factor x radius`` arcsec/pixel. Returns a
     :class:`CutoutReport`; prints a progress bar and a final summary line.
     """
     cache_dir = Path(cache_dir)
@@ -122,18 +129,18 @@ def download_cutouts(catalogue, cache_dir, *, data_release, image_scale_factor, 
     storage.write_text_atomic(cache_dir / SETTINGS_FILE, json.dumps(settings))
     report = CutoutReport()
     missing = []
-    for galaxy in catalogue[["objid", "ra", "dec", "petroR90_g"]].itertuples(index=False):
-        path = cutout_path(cache_dir, galaxy.objid)
-        scale = cutout_scale(galaxy.petroR90_g, image_scale_factor)
+    for objid, ra, dec, radius in catalogue[["objid", "ra", "dec", radius_column]].itertuples(index=False):
+        path = cutout_path(cache_dir, objid)
+        scale = cutout_scale(radius, image_scale_factor)
         problem = scale_problem(scale)
         if problem:
-            report.failures[galaxy.objid] = (problem, True)
+            report.failures[objid] = (problem, True)
             report.below_minimum_scale += 1
         elif is_cached(path, image_size):
             report.from_cache += 1
         else:
-            request = skyserver.build_cutout_request(galaxy.ra, galaxy.dec, scale, image_size, data_release)
-            missing.append((galaxy.objid, request, path))
+            request = skyserver.build_cutout_request(ra, dec, scale, image_size, data_release)
+            missing.append((objid, request, path))
     if missing:
         _download(missing, image_size, workers, report, total=len(catalogue))
     print(report.summary())

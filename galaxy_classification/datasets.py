@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_classification import storage
+from galaxy_classification import field_of_view, storage
+from galaxy_classification.field_of_view import FieldOfView
 from galaxy_classification.storage import DataFileError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
@@ -129,7 +130,11 @@ class GalaxyData:
     int array (``None`` for unlabelled prediction inputs); ``sources`` names each
     galaxy (image file path, or row index of a ``.npy``); ``form`` is
     ``'directory'``, ``'csv'``, ``'npy'`` or ``'files'``; ``skipped`` counts CSV
-    rows without a label. ``images, labels = data`` unpacks like the seed's arrays.
+    rows without a label. ``field`` is what the frames show (a
+    :class:`FieldOfView`; None when nothing says), ``row_fields`` the
+    petroR90 across of each frame when a CSV gives them one by one.
+    ``catalogue`` is the table the galaxies came from, when there is one.
+    ``images, labels = data`` unpacks like the seed's arrays.
     """
 
     path: Path
@@ -138,6 +143,18 @@ class GalaxyData:
     labels: np.ndarray = None
     sources: list = field(default_factory=list)
     skipped: int = 0
+    field: FieldOfView = None
+    row_fields: np.ndarray = None
+    catalogue: pd.DataFrame = None
+
+    def crops(self, view_petro_radii, default=None):
+        """The centre fraction of each frame that shows ``view_petro_radii``
+        across (one per galaxy), or ``default`` where the field is unknown."""
+        if self.row_fields is not None:
+            return np.minimum(1.0, view_petro_radii / self.row_fields)
+        if self.field is not None:
+            return np.full(len(self), self.field.crop_for(view_petro_radii))
+        return np.full(len(self), default)
 
     def __len__(self):
         return len(self.images)
@@ -152,24 +169,50 @@ class GalaxyData:
         return self.images.read_one(0).shape[0]
 
 
-def open_training_data(path):
+def open_training_data(path, field_of_view=None):
     """Open ``--data``: a directory of the three data files or a ``file,label`` CSV.
 
     Checks what can be checked without decoding every image (files present,
     lengths, shapes, dtypes, labels in {0, 1}, image files exist) and raises
     :class:`DataFileError` (a ``ValueError``) naming the file and the problem.
+    ``field_of_view`` (petroR90 across) overrides whatever the data records.
     """
     path = Path(path)
     if path.is_dir():
-        return _open_directory(path)
+        return _with_given_field(_open_directory(path), field_of_view)
     if path.suffix.lower() == ".csv":
-        return _open_labelled_csv(path)
+        return _with_given_field(_open_labelled_csv(path), field_of_view)
     if not path.exists():
         raise DataFileError(f"--data {path}: no such directory or CSV file")
     raise DataFileError(
         f"--data {path}: expected a directory holding {storage.IMAGES_FILE} and {storage.LABELS_FILE}, "
         "or a CSV file with columns file,label"
     )
+
+
+def _with_given_field(data, petro_radii):
+    if petro_radii is None:
+        return data
+    data.field = FieldOfView(float(petro_radii), source="given")
+    data.row_fields = None
+    return data
+
+
+def recorded_field(directory):
+    """The field recorded in ``directory/dataset.json``, or None."""
+    try:
+        return field_of_view.read_dataset_record(directory)
+    except ValueError as error:
+        raise DataFileError(str(error)) from None
+
+
+def directory_field(directory, what):
+    """The recorded field of a data directory; the seed's defaults, said once, without one."""
+    recorded = recorded_field(directory)
+    if recorded is not None:
+        return recorded
+    return field_of_view.assume(field_of_view.SEED_FIELD, what,
+                                f"no {field_of_view.DATASET_FILE} (an older data set, or the seed's own)")
 
 
 def _open_directory(data_dir):
@@ -179,7 +222,31 @@ def _open_directory(data_dir):
     sources = [str(index) for index in range(len(labels))]
     if catalogue is not None and "objid" in catalogue.columns:
         sources = [f"objid {objid}" for objid in catalogue["objid"]]
-    return GalaxyData(data_dir, "directory", images, labels, sources)
+    field = directory_field(data_dir, str(data_dir))
+    return GalaxyData(data_dir, "directory", images, labels, sources, field=field, catalogue=catalogue)
+
+
+FIELD_COLUMN = "field_of_view"  # petroR90 across, one per image, in a CSV data set
+
+
+def csv_field(csv_path, table):
+    """``(field, row_fields)`` of a CSV data set: its ``field_of_view`` column,
+    else a dataset.json beside it, else a Galaxy Zoo 1 table's documented
+    frames (it has a ``gz1_class`` column), else ``(None, None)``."""
+    if FIELD_COLUMN in table.columns:
+        values = pd.to_numeric(table[FIELD_COLUMN].str.strip(), errors="coerce")
+        bad = values[~(values > 0)]
+        if len(bad):
+            row = bad.index[0]
+            raise DataFileError(f"{csv_path}: {FIELD_COLUMN} {table[FIELD_COLUMN][row]!r} in row {row + 2} is not a "
+                                "positive number of petroR90 across")
+        return None, values.to_numpy(dtype=np.float64)
+    recorded = recorded_field(Path(csv_path).parent)
+    if recorded is not None:
+        return recorded, None
+    if "gz1_class" in table.columns:
+        return field_of_view.documented(field_of_view.GALAXY_ZOO_1_FIELD, f"{csv_path} (a Galaxy Zoo 1 table)"), None
+    return None, None
 
 
 def _read_csv(path, required_columns):
@@ -224,49 +291,68 @@ def _open_labelled_csv(csv_path):
     if len(labelled) == 0:
         raise DataFileError(f"{csv_path}: no row has a label 0 or 1")
     files = _resolved_files(csv_path, labelled["file"])
+    field, row_fields = csv_field(csv_path, labelled.reset_index(drop=True))
     return GalaxyData(
         csv_path, "csv", ImageFiles(files), labels.to_numpy(dtype=np.int64), [str(file) for file in files],
-        skipped=int((~has_label).sum()),
+        skipped=int((~has_label).sum()), field=field, row_fields=row_fields,
+        catalogue=labelled.reset_index(drop=True),
     )
 
 
-def open_prediction_inputs(path):
+def open_prediction_inputs(path, field_of_view=None):
     """Open one predict PATH: an image file, a directory of images, a CSV with a
-    ``file`` column, a ``galaxy_images.npy`` or a data directory holding one."""
-    path = Path(path)
+    ``file`` column, a ``galaxy_images.npy`` or a data directory holding one.
+    ``field_of_view`` (petroR90 across) overrides whatever the input records."""
+    return _with_given_field(_open_prediction_inputs(Path(path)), field_of_view)
+
+
+def _open_prediction_inputs(path):
     if path.is_dir():
         image_files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
         if not image_files and (path / storage.IMAGES_FILE).is_file():
-            return open_prediction_inputs(path / storage.IMAGES_FILE)
+            return _open_prediction_inputs(path / storage.IMAGES_FILE)
         if not image_files:
             raise DataFileError(f"{path}: directory holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        return GalaxyData(path, "files", ImageFiles(image_files), sources=[str(file) for file in image_files])
+        return GalaxyData(path, "files", ImageFiles(image_files), sources=[str(file) for file in image_files],
+                          field=recorded_field(path))
     if not path.exists():
         raise DataFileError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         images = NpyImages(path)
-        return GalaxyData(path, "npy", images, sources=[str(index) for index in range(len(images))])
+        return GalaxyData(path, "npy", images, sources=[str(index) for index in range(len(images))],
+                          field=directory_field(path.parent, str(path)))
     if suffix == ".csv":
-        files = _resolved_files(path, _read_csv(path, ("file",))["file"])
-        return GalaxyData(path, "files", ImageFiles(files), sources=[str(file) for file in files])
+        table = _read_csv(path, ("file",))
+        files = _resolved_files(path, table["file"])
+        field, row_fields = csv_field(path, table)
+        return GalaxyData(path, "files", ImageFiles(files), sources=[str(file) for file in files],
+                          field=field, row_fields=row_fields, catalogue=table)
     if suffix in IMAGE_SUFFIXES:
         return GalaxyData(path, "files", ImageFiles([path]), sources=[str(path)])
     raise DataFileError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), directory, CSV or .npy file")
 
 
-def iter_raw_batches(images, batch_size):
-    """Yield ``(rows, uint8 batch)`` over every image in order. Image files of
-    different sizes go into different batches (a batch has one size)."""
+def iter_raw_batches(images, batch_size, groups=None):
+    """Yield ``(rows, uint8 batch)`` over every image in order. A batch holds
+    images of one size and, when ``groups`` (one value per image, e.g. the crop
+    each needs) is given, of one group value."""
+    group_of = (lambda index: None) if groups is None else groups.__getitem__
     if isinstance(images, NpyImages):
-        for start in range(0, len(images), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(images)))
+        start = 0
+        while start < len(images):
+            stop = min(start + batch_size, len(images))
+            rows = np.arange(start, stop)
+            if groups is not None:
+                rows = rows[: int(np.argmax(np.append(groups[rows] != groups[start], True)))]
             yield rows, images.read(rows)
+            start = rows[-1] + 1
         return
     rows, batch = [], []
     for index in range(len(images)):
         image = images.read_one(index)
-        if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
+        if batch and (image.shape != batch[0].shape or len(batch) == batch_size
+                      or group_of(index) != group_of(rows[0])):
             yield np.array(rows), np.stack(batch)
             rows, batch = [], []
         rows.append(index)
@@ -407,32 +493,36 @@ def as_keras_dataset(batches, workers=1, image_side=128, queue_bytes=32 * 2**20)
 # --------------------------------------------------------------------------- cache
 
 
-def cache_path(data, cache_dir, crop_fraction, image_size):
-    """Where the uint8 cache of a CSV data set at (crop, size) lives.
+def cache_path(data, cache_dir, crops, image_size):
+    """Where the uint8 cache of a CSV data set at (crops, size) lives.
 
     The name is keyed by the CSV's absolute path, its size and mtime, the newest
-    mtime of its image files, the crop and the size, so any change rebuilds it.
+    mtime of its image files, every crop and the size, so any change rebuilds it.
     """
+    crops = np.atleast_1d(np.asarray(crops, dtype=np.float64))
     newest_image = max(os.stat(path).st_mtime_ns for path in data.images.paths)
     stat = os.stat(data.path)
     key = "|".join(map(str, (
         CACHE_VERSION, Path(data.path).resolve(), stat.st_size, stat.st_mtime_ns, newest_image,
-        len(data.images), f"{crop_fraction:.6f}", image_size,
+        len(data.images), hashlib.sha1(np.round(crops, 6).tobytes()).hexdigest(), image_size,
     )))
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{Path(data.path).stem}-crop{crop_fraction:g}-{image_size}px-{digest}.npy"
+    crop_name = f"{crops[0]:.3g}" if np.all(crops == crops[0]) else "various"
+    return Path(cache_dir) / f"{Path(data.path).stem}-crop{crop_name}-{image_size}px-{digest}.npy"
 
 
-def build_image_cache(data, cache_dir, crop_fraction, image_size, prepare_uint8, progress=True):
+def build_image_cache(data, cache_dir, crops, image_size, prepare_uint8, progress=True):
     """Decode every image of a CSV data set once, crop and resize it with
     ``prepare_uint8(batch, crop_fraction, image_size) -> uint8 batch`` (the saved
     model's own preprocessing, so training sees what ``predict`` will see), and
-    store the result as a memory-mapped ``.npy``. Reused when already built.
-    Returns an :class:`NpyImages`; an unreadable image raises DataFileError.
+    store the result as a memory-mapped ``.npy``. ``crops`` holds each image's
+    centre fraction. Reused when already built. Returns an :class:`NpyImages`;
+    an unreadable image raises DataFileError.
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
-    target = cache_path(data, cache_dir, crop_fraction, image_size)
+    crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(data),))
+    target = cache_path(data, cache_dir, crops, image_size)
     if target.is_file():
         try:
             return NpyImages(target)
@@ -444,8 +534,8 @@ def build_image_cache(data, cache_dir, crop_fraction, image_size, prepare_uint8,
         cache = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         try:
             bar = tqdm(total=len(data), desc=f"caching {image_size}px images", unit="img", disable=not progress)
-            for rows, batch in iter_raw_batches(data.images, 64):
-                cache[rows] = prepare_uint8(batch, crop_fraction, image_size)
+            for rows, batch in iter_raw_batches(data.images, 64, groups=crops):
+                cache[rows] = prepare_uint8(batch, float(crops[rows[0]]), image_size)
                 bar.update(len(rows))
             bar.close()
             cache.flush()

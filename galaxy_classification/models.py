@@ -14,24 +14,35 @@ Two presets (``quick_cnn_trainer.py --preset``):
   cosine decay, label smoothing, early stopping on validation loss with the
   best weights restored.
 
-Field of view: the modern network looks at about 3.5 × petroR90 across. Its
-crop therefore depends on the data: 0.7 of a data directory's frames
-(``sdss_query`` cutouts and the synthetic sky are 512 px at 0.01 × petroR90_g
-arcsec/px = 5.12 × petroR90 across), 0.35 of a CSV's image files such as Galaxy
-Zoo 1 frames (423 px at 0.024 × petroR90_r = about 10 × petroR90 across).
-``--crop`` overrides it; a saved model keeps the crop it was trained with.
+Field of view: a preset says how much sky its network looks at, in petroR90
+across (:attr:`Preset.view_petro_radii`; the modern one 3.55, the seed the whole
+frame). Training computes its crop from the data's recorded field
+(:mod:`field_of_view`): 3.55 / 5.12 = 0.69 of an ``sdss_query`` frame, 3.55 /
+10.15 = 0.35 of a Galaxy Zoo 1 frame. ``--crop`` overrides it.
 
-Every saved model carries its own preprocessing: a :class:`GalaxyPreprocessing`
-layer takes raw uint8 RGB images of any size ``(None, None, 3)``, crops the
-centre fraction, resizes (bilinear, antialiased) and scales to [0, 1], then the
-trained network follows. So ``predict`` on raw 512² or 423² JPEGs needs no
-flags. The training pipeline calls the very same :func:`preprocess_images`.
+The two saved files take different inputs:
+
+- ``.keras``: the self-preprocessing classifier. A :class:`GalaxyPreprocessing`
+  layer takes raw uint8 RGB of any size ``(None, None, 3)``, keeps the centre
+  crop it was trained with, resizes (bilinear, antialiased) and scales to
+  [0, 1]; it also records the field the network was trained on. ``predict``
+  reads that record and crops each input to the same sky (:class:`Classifier`).
+- ``.h5``: the seed's contract. The bare network in plain Keras layers, which
+  ``keras.models.load_model`` opens with nothing of this project imported, and
+  which takes what the seed fed it: float32 in [0, 1] at the trained size
+  (``clean_data``). Its field of view is kept in the file's HDF5 attributes.
+
+The training pipeline and the saved model share :func:`preprocess_images`.
 
 Importing this module imports Keras; the trainer imports it only when needed.
 """
 
+import hashlib
+import json
 import logging
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -41,42 +52,58 @@ from keras import layers
 from galaxy_classification import CLASS_NAMES
 
 SEED_INPUT_SHAPE = (512, 512, 3)
+FIELD_ATTRIBUTE = "galaxy_classification_field_of_view"  # where a .h5 keeps its field
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-only perturbations (:func:`augment_batch`)."""
+
+    dihedral: bool = True
+    max_shift: float = 0.0
+    brightness: float = 0.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training recipe. ``view_petro_radii``: how much sky (petroR90 across)
+    the network looks at; None keeps the whole frame. ``image_size`` None: the
+    frames' own size. The architecture fields are the modern network's."""
+
+    name: str
+    view_petro_radii: float
+    image_size: int
+    epochs: int
+    batch_size: int
+    class_weights: bool = False
+    augment: Augmentation = None
+    early_stopping_patience: int = None
+    min_steps_per_epoch: int = None  # smaller batches on small samples (quick_cnn_trainer.resolve_settings)
+    widths: tuple = ()
+    convs_per_block: tuple = ()
+    dropout: float = 0.0
+    learning_rate: float = None
+    weight_decay: float = None
+    label_smoothing: float = 0.0
+    crop_fraction: float = None  # set per run from the data's field (resolve_settings)
+
 
 # The seed's recipe: everything but the input size is fixed.
-SEED_PRESET = {
-    "crop_fraction": {"directory": 1.0, "csv": 1.0},
-    "image_size": None,  # None: the images' native size
-    "epochs": 15,
-    "batch_size": 5,
-    "class_weights": False,
-    "augment": None,
-    "early_stopping_patience": None,
-}
+SEED_PRESET = Preset(name="seed", view_petro_radii=None, image_size=None, epochs=15, batch_size=5)
 
-# The modern recipe, in one place. Tuned on the shared Galaxy Zoo 1 cutouts
-# (validation split only; see models/README.md): a 0.35 centre crop of a GZ1
-# frame at 64 px matched a 0.5 crop at 80 px and is 1.5x cheaper.
-MODERN_PRESET = {
-    # fraction of the frame's side kept around the centre, by --data form: the
-    # network sees ~3.5 x petroR90 across, i.e. 0.35 of a GZ1 frame (~10 x
-    # petroR90) or 0.7 of an sdss_query cutout (5.12 x petroR90_g)
-    "crop_fraction": {"directory": 0.7, "csv": 0.35},
-    "image_size": 64,
-    "widths": (16, 32, 64, 128),
-    "convs_per_block": (1, 2, 2, 2),  # one conv at full resolution keeps it fast on a CPU
-    "dropout": 0.3,
-    "epochs": 30,
-    "batch_size": 64,
-    "min_steps_per_epoch": 25,  # smaller batches on small samples (see quick_cnn_trainer.resolve_settings)
-    "learning_rate": 2e-3,
-    "weight_decay": 1e-4,
-    "label_smoothing": 0.05,
-    "class_weights": True,
-    "augment": {"dihedral": True, "max_shift": 0.03, "brightness": 0.1},
-    "early_stopping_patience": 8,
-}
+# The modern recipe, tuned on the shared Galaxy Zoo 1 cutouts (validation split
+# only; see models/README.md): 3.55 x petroR90 across (a 0.35 centre crop of a
+# GZ1 frame) at 64 px matched a 0.5 crop at 80 px and is 1.5x cheaper.
+MODERN_PRESET = Preset(
+    name="modern", view_petro_radii=3.55, image_size=64, epochs=30, batch_size=64,
+    class_weights=True, augment=Augmentation(dihedral=True, max_shift=0.03, brightness=0.1),
+    early_stopping_patience=8, min_steps_per_epoch=25,
+    widths=(16, 32, 64, 128),
+    convs_per_block=(1, 2, 2, 2),  # one conv at full resolution keeps it fast on a CPU
+    dropout=0.3, learning_rate=2e-3, weight_decay=1e-4, label_smoothing=0.05,
+)
 
-PRESETS = {"seed": SEED_PRESET, "modern": MODERN_PRESET}
+PRESETS = {preset.name: preset for preset in (SEED_PRESET, MODERN_PRESET)}
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -120,12 +147,21 @@ def preprocess_to_uint8(images, crop_fraction, image_size):
 
 @keras.saving.register_keras_serializable(package="galaxy_classification")
 class GalaxyPreprocessing(layers.Layer):
-    """Raw uint8 RGB of any size -> centre crop -> resize -> [0, 1] float32."""
+    """Raw uint8 RGB of any size -> centre crop -> resize -> [0, 1] float32.
 
-    def __init__(self, crop_fraction=1.0, image_size=96, **kwargs):
+    Besides the crop it applies, it records what the network was trained on:
+    ``view_petro_radii`` (petroR90 across the network's input),
+    ``trained_field`` (petroR90 across the training frames) and ``band``.
+    """
+
+    def __init__(self, crop_fraction=1.0, image_size=96, view_petro_radii=None, trained_field=None, band=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.crop_fraction = float(crop_fraction)
         self.image_size = int(image_size)
+        self.view_petro_radii = None if view_petro_radii is None else float(view_petro_radii)
+        self.trained_field = None if trained_field is None else float(trained_field)
+        self.band = band
 
     def call(self, inputs):
         return preprocess_images(inputs, self.crop_fraction, self.image_size)
@@ -134,7 +170,8 @@ class GalaxyPreprocessing(layers.Layer):
         return (input_shape[0], self.image_size, self.image_size, 3)
 
     def get_config(self):
-        return {**super().get_config(), "crop_fraction": self.crop_fraction, "image_size": self.image_size}
+        return {**super().get_config(), "crop_fraction": self.crop_fraction, "image_size": self.image_size,
+                "view_petro_radii": self.view_petro_radii, "trained_field": self.trained_field, "band": self.band}
 
 
 def augment_batch(batch, rng, dihedral=True, max_shift=0.0, brightness=0.0):
@@ -210,49 +247,44 @@ def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1
     return keras.Model(inputs, outputs, name="modern_cnn")
 
 
-def build_core_model(preset_name, preset, image_size):
+def build_core_model(preset, image_size):
     """The trainable network for a preset, taking float32 (size, size, 3) in [0, 1]."""
-    if preset_name == "seed":
+    if preset.name == "seed":
         return create_seed_cnn((image_size, image_size, 3))
-    return build_modern_cnn(image_size, preset["widths"], preset["convs_per_block"], preset["dropout"])
+    return build_modern_cnn(image_size, preset.widths, preset.convs_per_block, preset.dropout)
 
 
-def compile_model(model, preset_name, preset, steps_per_epoch):
+def compile_model(model, preset, steps_per_epoch):
     """The seed: adam, categorical cross-entropy. Modern: AdamW with a short
     warm-up then cosine decay over the planned epochs, label smoothing."""
-    if preset_name == "seed":
+    if preset.name == "seed":
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         return model
-    total_steps = max(1, steps_per_epoch * preset["epochs"])
+    total_steps = max(1, steps_per_epoch * preset.epochs)
     warmup_steps = min(total_steps // 10, 200)
     schedule = keras.optimizers.schedules.CosineDecay(
-        preset["learning_rate"] * 0.1, max(1, total_steps - warmup_steps), alpha=0.01,
-        warmup_target=preset["learning_rate"], warmup_steps=warmup_steps,
+        preset.learning_rate * 0.1, max(1, total_steps - warmup_steps), alpha=0.01,
+        warmup_target=preset.learning_rate, warmup_steps=warmup_steps,
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset["weight_decay"]),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=preset["label_smoothing"]),
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=preset.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing),
         metrics=["accuracy"],
     )
     return model
 
 
-def wrap_for_saving(core_model, crop_fraction, image_size):
+def wrap_for_saving(core_model, crop_fraction, image_size, trained_field=None):
     """raw uint8 (None, None, 3) -> GalaxyPreprocessing -> the trained network.
-    Shares the trained weights; the core model's own layers are untouched."""
+    ``trained_field`` (a FieldOfView) is the training frames' field; the
+    network then sees ``crop_fraction`` of it. Shares the trained weights."""
+    view = band = field = None
+    if trained_field is not None:
+        field, band = trained_field.petro_radii, trained_field.band
+        view = round(field * crop_fraction, 6)
     raw_images = keras.Input(shape=(None, None, 3), dtype="uint8", name="raw_rgb_image")
-    model_input = GalaxyPreprocessing(crop_fraction, image_size, name="preprocessing")(raw_images)
+    model_input = GalaxyPreprocessing(crop_fraction, image_size, view, field, band, name="preprocessing")(raw_images)
     return keras.Model(raw_images, core_model(model_input), name="galaxy_classifier")
-
-
-def set_crop_fraction(model, crop_fraction):
-    """Make a loaded classifier keep ``crop_fraction`` of each frame (before
-    its first prediction): for frames with another field of view."""
-    for layer in model.layers:
-        if isinstance(layer, GalaxyPreprocessing):
-            layer.crop_fraction = float(crop_fraction)
-            return model
-    raise ValueError("this model has no preprocessing layer whose crop could be changed")
 
 
 def forget_optimizer(model):
@@ -263,20 +295,66 @@ def forget_optimizer(model):
     model.compiled = False  # and no compile settings in the saved file
 
 
-def prediction_batch_size(model, pixels_per_batch=32 * 128 * 128):
-    """Images per prediction batch for a saved classifier: 32 at up to 128 px,
-    fewer for bigger inputs (the seed's 512² activations are 16x larger), so
-    prediction never needs more memory than training did."""
-    sizes = [layer.image_size for layer in model.layers if isinstance(layer, GalaxyPreprocessing)]
-    side = sizes[0] if sizes else 128
-    return int(max(1, min(32, pixels_per_batch // (side * side))))
+# --------------------------------------------------------------------------- the classifier
+
+
+@dataclass
+class Classifier:
+    """A saved model ready to classify frames of any field of view.
+
+    ``network`` takes float32 (image_size, image_size, 3) in [0, 1];
+    ``view_petro_radii`` is how much sky it was trained to look at (None for a
+    model saved without that record), ``trained_field`` the training frames'
+    field and ``default_crop`` the crop it was trained with.
+    """
+
+    keras_model: object
+    network: object
+    image_size: int
+    default_crop: float = 1.0
+    view_petro_radii: float = None
+    trained_field: float = None
+    band: str = None
+    name: str = ""
+    sha256: str = ""
+
+    def crop_for(self, field, what="input"):
+        """The centre fraction of frames with ``field`` (a FieldOfView, or None
+        when unknown) that shows the sky this model was trained on."""
+        if self.view_petro_radii is None:
+            print(f"note: {self.name} does not record the field it was trained on; {what} gets its "
+                  f"trained crop {self.default_crop:g}", file=sys.stderr)
+            return self.default_crop
+        if field is None:
+            print(f"note: {what}: field of view unknown; assuming frames like {self.name}'s training data "
+                  f"({self.trained_field:.4g} x petroR90 across), crop {self.default_crop:g} (give "
+                  "--field-of-view, in petroR90 across, if that is wrong)", file=sys.stderr)
+            return self.default_crop
+        crop = field.crop_for(self.view_petro_radii)
+        if self.view_petro_radii > field.petro_radii * 1.02:
+            print(f"note: {what} shows {field.petro_radii:.4g} x petroR90 across, less than the "
+                  f"{self.view_petro_radii:.4g} {self.name} was trained on; it sees the whole frame, "
+                  "the galaxy larger than in training", file=sys.stderr)
+        return crop
+
+    def field_record(self):
+        return {"view_petro_radii": self.view_petro_radii, "trained_field": self.trained_field,
+                "band": self.band, "image_size": self.image_size}
+
+
+def prediction_batch_size(image_size, pixels_per_batch=32 * 128 * 128):
+    """Images per prediction batch: 32 at up to 128 px, fewer for bigger inputs
+    (the seed's 512² activations are 16x larger), so prediction never needs
+    more memory than training did."""
+    return int(max(1, min(32, pixels_per_batch // (image_size * image_size))))
 
 
 # --------------------------------------------------------------------------- files
 
 
-def save_model(model, path):
-    """Save as ``.keras`` or ``.h5`` (by suffix), atomically."""
+def save_model(model, path, field_record=None):
+    """Save as ``.keras`` or ``.h5`` (by suffix), atomically; a ``.h5`` gets
+    ``field_record`` as an HDF5 attribute."""
     path = Path(path)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     absl_logger = logging.getLogger("absl")
@@ -284,7 +362,14 @@ def save_model(model, path):
     try:
         if path.suffix.lower() == ".h5":  # asked for on purpose: no "legacy format" warning
             absl_logger.setLevel(logging.ERROR)
-        model.save(temporary)
+            model.save(temporary, include_optimizer=False)
+        else:
+            model.save(temporary)
+        if path.suffix.lower() == ".h5" and field_record is not None:
+            import h5py
+
+            with h5py.File(temporary, "a") as handle:
+                handle.attrs[FIELD_ATTRIBUTE] = json.dumps(field_record)
         os.replace(temporary, path)
     finally:
         absl_logger.setLevel(previous_level)
@@ -293,12 +378,26 @@ def save_model(model, path):
     return path
 
 
-def load_model(path):
-    """Load a ``.keras`` or ``.h5`` classifier that takes raw uint8 images.
+def save_classifier_files(core_model, stem, crop_fraction, image_size, trained_field):
+    """``stem.keras`` (self-preprocessing, raw uint8 of any size) and
+    ``stem.h5`` (the bare network: float32 [0, 1] at ``image_size``)."""
+    classifier = wrap_for_saving(core_model, crop_fraction, image_size, trained_field)
+    preprocessing = classifier.get_layer("preprocessing")
+    record = {"view_petro_radii": preprocessing.view_petro_radii, "trained_field": preprocessing.trained_field,
+              "band": preprocessing.band, "image_size": image_size, "crop_fraction": crop_fraction}
+    stem = Path(stem)
+    save_model(core_model, stem.with_suffix(".h5"), record)
+    save_model(classifier, stem.with_suffix(".keras"))
+    return stem.with_suffix(".h5"), stem.with_suffix(".keras")
 
-    A model saved without :class:`GalaxyPreprocessing` (e.g. the seed's own
-    ``my-galaxy-model.h5``, which expects [0, 1] images of one size) is wrapped
-    so that it takes raw images too: resized to its input size, no crop.
+
+def load_model(path):
+    """A :class:`Classifier` from a ``.keras`` or ``.h5`` file.
+
+    A model without :class:`GalaxyPreprocessing` (a ``.h5`` of the bare
+    network, the seed's own ``my-galaxy-model.h5``) expects [0, 1] images of
+    one size; it is wrapped so that it takes raw images too: resized to its
+    input size, no crop, its field read from the file's attributes if there.
     """
     path = Path(path)
     if path.suffix.lower() not in (".keras", ".h5"):
@@ -311,25 +410,46 @@ def load_model(path):
         )
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"--model {path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
-    if not any(isinstance(layer, GalaxyPreprocessing) for layer in model.layers):
-        height, width = model.input_shape[1:3]
-        if height is None or height != width:
-            raise ValueError(f"--model {path}: takes {model.input_shape}, expected square images")
-        model = wrap_for_saving(model, 1.0, height)
-    return model
+    checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+    preprocessing = [layer for layer in model.layers if isinstance(layer, GalaxyPreprocessing)]
+    if preprocessing:
+        layer = preprocessing[0]
+        network = model.layers[model.layers.index(layer) + 1]
+        return Classifier(model, network, layer.image_size, layer.crop_fraction, layer.view_petro_radii,
+                          layer.trained_field, layer.band, path.name, checksum)
+    height, width = model.input_shape[1:3]
+    if height is None or height != width:
+        raise ValueError(f"--model {path}: takes {model.input_shape}, expected square images")
+    record = _h5_field_record(path)
+    crop = record.get("crop_fraction", 1.0)
+    return Classifier(wrap_for_saving(model, crop, height), model, height, crop, record.get("view_petro_radii"),
+                      record.get("trained_field"), record.get("band"), path.name, checksum)
 
 
-def predict_probabilities(model, images, batch_size=None, progress=True):
+def _h5_field_record(path):
+    if path.suffix.lower() != ".h5":
+        return {}
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        text = handle.attrs.get(FIELD_ATTRIBUTE)
+    return json.loads(text) if text else {}
+
+
+def predict_probabilities(classifier, images, crops, batch_size=None, progress=True):
     """(n, 2) float array of (p_spiral, p_elliptical) for every image of an
-    :class:`~galaxy_classification.datasets.NpyImages` / ``ImageFiles``."""
-    from tqdm import tqdm
+    :class:`~galaxy_classification.datasets.NpyImages` / ``ImageFiles``;
+    ``crops`` is the centre fraction to keep, one per image or one for all."""
+    from tqdm.auto import tqdm
 
     from galaxy_classification import datasets
 
-    batch_size = batch_size or prediction_batch_size(model)
+    crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(images),))
+    batch_size = batch_size or prediction_batch_size(classifier.image_size)
     probabilities = np.zeros((len(images), len(CLASS_NAMES)), dtype=np.float32)
     with tqdm(total=len(images), desc="classifying", unit="img", disable=not progress) as bar:
-        for rows, batch in datasets.iter_raw_batches(images, batch_size):
-            probabilities[rows] = np.asarray(model.predict_on_batch(batch))
+        for rows, batch in datasets.iter_raw_batches(images, batch_size, groups=crops):
+            model_input = preprocess_images(batch, float(crops[rows[0]]), classifier.image_size)
+            probabilities[rows] = np.asarray(classifier.network.predict_on_batch(model_input))
             bar.update(len(rows))
     return probabilities

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from . import CLASS_NAMES, catalogue, config, cutouts, skyserver, storage
+from .field_of_view import FieldOfView
 from .label_rules import LIKELIHOOD
 from .skyserver import SDSSQueryError
 
@@ -65,9 +66,12 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
         galaxies = keep_galaxies_with_cutouts(galaxies, sample, out_dir, workers)
         images = cached_images(galaxies["objid"], out_dir / "cutouts", sample.image_size)
     labels = galaxies.pop("label").to_numpy(dtype=np.int64)
+    field = FieldOfView.from_cutouts(sample.image_scale_factor, sample.image_size, "g", sample.data_release,
+                                     galaxies["petroR90_g"])
     storage.write_datafiles(
         out_dir, galaxies, labels, images=images, image_shape=(sample.image_size, sample.image_size, 3),
         progress=lambda items: tqdm(items, total=len(labels), desc="writing galaxy_images.npy", unit="img"),
+        field=field,
     )
     print(f"{len(labels)} galaxies: {int((labels == 0).sum())} spirals, {int((labels == 1).sum())} ellipticals")
     return out_dir

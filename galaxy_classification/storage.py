@@ -5,6 +5,7 @@ A data directory holds, row for row aligned:
     galaxy_data.csv     one catalogue row per galaxy (ids kept as exact text)
     galaxy_images.npy   (n, height, width, 3) uint8 colour cutouts
     galaxy_labels.npy   (n,) int labels, 0 = spiral, 1 = elliptical
+    dataset.json        what the frames show (:mod:`field_of_view`)
 
 Every output is first written to a hidden temporary file beside its final name
 and renamed into place only when complete, so an interrupted run never leaves a
@@ -64,15 +65,19 @@ def read_catalogue(path):
     return pd.read_csv(path, dtype={column: str for column in ID_COLUMNS})
 
 
-def write_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 512, 3), progress=None):
+def write_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 512, 3), progress=None,
+                    field=None):
     """Write the three data files of a sample into ``out_dir``.
 
     ``images`` is an iterable of uint8 arrays of ``image_shape``, one per
     catalogue row in order, or ``None`` to write only the catalogue and labels.
     They are streamed into a memory-mapped ``.npy`` so memory stays flat however
     many galaxies there are. ``progress`` wraps the iterable (e.g. tqdm).
-    The three files are renamed into place together at the end.
+    ``field`` (a :class:`field_of_view.FieldOfView`) goes into dataset.json
+    beside the images. The files are renamed into place together at the end.
     """
+    from galaxy_classification import field_of_view
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels, dtype=np.int64)
@@ -84,6 +89,9 @@ def write_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 5
         if images is not None:
             images_tmp = stack.enter_context(atomic_output(out_dir / IMAGES_FILE))
             _write_images(images_tmp, images, len(catalogue), image_shape, progress)
+            if field is not None:
+                record_tmp = stack.enter_context(atomic_output(out_dir / field_of_view.DATASET_FILE))
+                Path(record_tmp).write_text(field_of_view.write_dataset_record(out_dir, field))
         catalogue.to_csv(csv_tmp, index=False)
         with open(labels_tmp, "wb") as handle:
             np.save(handle, labels)

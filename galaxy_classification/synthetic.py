@@ -43,6 +43,7 @@ from PIL import Image
 from scipy import ndimage, special
 
 from . import CLASS_NAMES, ELLIPTICAL, SPIRAL, parameters, storage
+from .field_of_view import FieldOfView
 from .label_rules import LIKELIHOOD
 
 # --- instrument: SDSS imaging camera, g r i ---------------------------------------------
@@ -145,7 +146,10 @@ def create_synthetic_datafiles(sample, out_dir, seed=42):
     def progress(iterable):
         return tqdm(iterable, total=len(galaxies), desc="synthetic galaxies", unit="galaxy")
 
-    return storage.write_datafiles(out_dir, table, labels, images=images, image_shape=shape, progress=progress)
+    field = FieldOfView.from_cutouts(sample.image_scale_factor, sample.image_size, "g", "synthetic",
+                                     table["petroR90_g"])
+    return storage.write_datafiles(out_dir, table, labels, images=images, image_shape=shape, progress=progress,
+                                   field=field)
 
 
 CATALOGUE_COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID",

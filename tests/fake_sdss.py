@@ -44,6 +44,7 @@ over the fake sky's columns; other terms are ignored.
 
 import io
 import json
+import math
 import re
 import socket
 import threading
@@ -118,6 +119,8 @@ class FakeSQLError(Exception):
 
 def run_sql(sql, galaxies):
     """``(columns, rows, as_text)`` for the project's queries over the fake sky."""
+    if re.search(r"CROSS APPLY dbo\.fGetNearbyObjEq", sql, re.I):
+        return _run_nearby(sql, galaxies)
     match = re.match(r"\s*select\s+(?:top\s+(\d+)\s+)?(.*?)\s+from\s+(.*)$", sql, re.I | re.S)
     if not match:
         raise FakeSQLError(f"Incorrect syntax near '{sql.split()[0] if sql.split() else ''}'.")
@@ -137,6 +140,31 @@ def run_sql(sql, galaxies):
     selected = [galaxy for galaxy in galaxies if _matches(galaxy, rest)]
     rows = [[galaxy[source] for source in sources] for galaxy in selected[:limit]]
     return columns, rows, as_text
+
+
+def _run_nearby(sql, galaxies):
+    """``FROM (VALUES (row, ra, dec), ...) AS t(row_id, ra, dec) CROSS APPLY
+    dbo.fGetNearbyObjEq(t.ra, t.dec, r) AS n JOIN Galaxy AS g``: every galaxy
+    within r arcmin of each position, with its distance in arcmin."""
+    values = re.search(r"\(VALUES (.*?)\) AS t\(", sql, re.I)
+    radius = re.search(r"fGetNearbyObjEq\(t\.ra, t\.dec, ([\d.e-]+)\)", sql, re.I)
+    if not values or not radius:
+        raise FakeSQLError("Incorrect syntax near 'VALUES'.")
+    rows = []
+    for row_id, ra, dec in re.findall(r"\((\d+), ([-\d.e]+), ([-\d.e]+)\)", values.group(1)):
+        for galaxy in galaxies:
+            distance = _arcmin(float(ra), float(dec), galaxy["ra"], galaxy["dec"])
+            if distance <= float(radius.group(1)):
+                rows.append([int(row_id), galaxy["objid"], galaxy["ra"], galaxy["dec"], galaxy["petror90_r"],
+                             galaxy["petror90_g"], distance])
+    columns = ["row_id", "objid", "ra", "dec", "petroR90_r", "petroR90_g", "distance"]
+    return columns, rows, [False] * len(columns)
+
+
+def _arcmin(ra1, dec1, ra2, dec2):
+    ra1, dec1, ra2, dec2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    cos_angle = (math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2))
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos_angle)))) * 60.0
 
 
 def _split_top_level(text):
@@ -164,6 +192,9 @@ def _matches(galaxy, where):
         if cut and not float(cut.group(1)) <= galaxy[key] <= float(cut.group(2)):
             return False
     conditions = re.split(r"\bWHERE\b", where, maxsplit=1, flags=re.I)[1:]
+    wanted_ids = re.search(r"\bobjID IN \(([\d, ]+)\)", " ".join(conditions), re.I)
+    if wanted_ids and str(galaxy["objid"]) not in {text.strip() for text in wanted_ids.group(1).split(",")}:
+        return False
     without_between = re.sub(r"\bBETWEEN\s+\S+\s+AND\s+\S+", "", " ".join(conditions), flags=re.I)
     for term in re.split(r"\bAND\b", without_between.replace("(", " ").replace(")", " "), flags=re.I):
         outcome = _compare(galaxy, term.strip())
@@ -198,6 +229,7 @@ class FakeSDSS:
         self.slow_seconds = 1.0
         self.retry_after_seconds = 1
         self.old_database = False
+        self.cutout_source = None  # callable(objid, width, height, scale) -> JPEG bytes, instead of flat colours
         self.faults = defaultdict(list)
         self.sticky_faults = {}
         self.login_attempts = Counter()
@@ -437,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         try:
             ra, dec = float(query["ra"][0]), float(query["dec"][0])
-            float(query.get("scale", ["0.396127"])[0])
+            scale = max(0.015, float(query.get("scale", ["0.396127"])[0]))
             width = min(2048, max(64, int(query.get("width", ["128"])[0])))
             height = min(2048, max(64, int(query.get("height", ["128"])[0])))
         except (KeyError, ValueError):
@@ -457,7 +489,10 @@ class _Handler(BaseHTTPRequestHandler):
                                reason="INTERNAL SERVER ERROR. Drawing the image failed.")
         if fault == "notjpeg":
             return self._reply(200, canned("skyserver_error_200.html"), "text/html")
-        body = fake.jpeg(objid, width, height)
+        if fake.cutout_source is not None and objid is not None and dec >= FOOTPRINT_MIN_DEC:
+            body = fake.cutout_source(objid, width, height, scale)
+        else:
+            body = fake.jpeg(objid, width, height)
         if fault == "drop":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")

@@ -5,7 +5,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from galaxy_classification import models  # noqa: E402
+from galaxy_classification import models
+from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
 
 SEED_LAYERS = [
     ("Conv2D", {"filters": 16, "kernel_size": (3, 3), "padding": "same", "activation": "relu"}),
@@ -70,18 +71,32 @@ def test_augmentation_keeps_pixels_and_range():
     )
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
-def test_saved_model_takes_raw_images_of_any_size(tmp_path, suffix):
-    classifier = models.wrap_for_saving(models.build_modern_cnn(32, (8, 16), (1, 1)), 0.5, 32)
-    raw_small = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    raw_large = np.random.default_rng(1).integers(0, 256, (2, 100, 100, 3), dtype=np.uint8)
-    path = models.save_model(classifier, tmp_path / f"model{suffix}")
-    assert path.is_file() and not list(tmp_path.glob(".*tmp*"))
-    loaded = models.load_model(path)
-    for raw in (raw_small, raw_large):
-        np.testing.assert_allclose(loaded.predict_on_batch(raw), classifier.predict_on_batch(raw), atol=1e-6)
-    preprocessing = loaded.get_layer("preprocessing")
-    assert (preprocessing.crop_fraction, preprocessing.image_size) == (0.5, 32)
+def test_the_keras_file_takes_raw_images_of_any_size_and_records_its_field(tmp_path):
+    network = models.build_modern_cnn(32, (8, 16), (1, 1))
+    field = FieldOfView(5.12, 64)
+    h5, keras_file = models.save_classifier_files(network, tmp_path / "model", 0.5, 32, field)
+    assert not list(tmp_path.glob(".*tmp*"))
+    classifier = models.wrap_for_saving(network, 0.5, 32, field)
+    loaded = models.load_model(keras_file)
+    for raw in (np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8),
+                np.random.default_rng(1).integers(0, 256, (2, 100, 100, 3), dtype=np.uint8)):
+        np.testing.assert_allclose(loaded.keras_model.predict_on_batch(raw), classifier.predict_on_batch(raw),
+                                   atol=1e-6)
+    assert (loaded.default_crop, loaded.image_size) == (0.5, 32)
+    assert (loaded.view_petro_radii, loaded.trained_field, loaded.band) == (2.56, 5.12, "g")
+    from_h5 = models.load_model(h5)
+    assert (from_h5.view_petro_radii, from_h5.trained_field, from_h5.default_crop) == (2.56, 5.12, 0.5)
+
+
+def test_the_h5_file_is_the_bare_network_on_float_images(tmp_path):
+    network = models.build_modern_cnn(16, (4, 8), (1, 1))
+    h5, _ = models.save_classifier_files(network, tmp_path / "model", 1.0, 16, FieldOfView(5.12, 16))
+    import keras
+
+    bare = keras.models.load_model(h5, compile=False)
+    assert bare.input_shape == (None, 16, 16, 3) and bare.input.dtype == "float32"
+    batch = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(bare.predict_on_batch(batch), network.predict_on_batch(batch), atol=1e-6)
 
 
 def test_a_model_without_preprocessing_is_wrapped_on_load(tmp_path):
@@ -89,7 +104,17 @@ def test_a_model_without_preprocessing_is_wrapped_on_load(tmp_path):
     legacy.save(tmp_path / "old.keras")
     loaded = models.load_model(tmp_path / "old.keras")
     raw = np.random.default_rng(0).integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
-    np.testing.assert_allclose(loaded.predict_on_batch(raw), legacy.predict_on_batch(raw / 255.0), atol=1e-5)
+    np.testing.assert_allclose(models.predict_probabilities(loaded, datasets_of(raw, tmp_path), 1.0, progress=False),
+                               legacy.predict_on_batch(raw / 255.0), atol=1e-5)
+    assert loaded.view_petro_radii is None and loaded.default_crop == 1.0
+
+
+def datasets_of(images, directory, name="images.npy"):
+    from galaxy_classification import datasets
+
+    path = directory / name
+    np.save(path, images)
+    return datasets.NpyImages(path)
 
 
 def test_loading_a_bad_model_file_names_it(tmp_path):
@@ -102,17 +127,20 @@ def test_loading_a_bad_model_file_names_it(tmp_path):
         models.load_model(tmp_path / "model.pt")
 
 
-def test_a_loaded_classifier_can_be_told_to_keep_another_centre_fraction(tmp_path):
+def test_prediction_crops_each_frame_to_the_asked_centre_fraction(tmp_path):
     network = models.build_modern_cnn(16, widths=(4, 8), convs_per_block=(1, 1))
     path = models.save_model(models.wrap_for_saving(network, 1.0, 16), tmp_path / "tiny.keras")
-    frame = np.random.default_rng(0).integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8)
+    classifier = models.load_model(path)
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    crops = np.array([1.0, 0.5, 0.5])
 
-    whole_frame_model = models.set_crop_fraction(models.load_model(path), 1.0)
-    half_frame_model = models.set_crop_fraction(models.load_model(path), 0.5)
+    probabilities = models.predict_probabilities(classifier, datasets_of(frames, tmp_path), crops, progress=False)
 
-    centre = frame[:, 16:48, 16:48]
-    assert np.allclose(half_frame_model.predict(frame, verbose=0), whole_frame_model.predict(centre, verbose=0),
-                       atol=1e-5)
+    centres = datasets_of(np.ascontiguousarray(frames[:, 16:48, 16:48]), tmp_path, "centres.npy")
+    whole = models.predict_probabilities(classifier, centres, 1.0, progress=False)
+    np.testing.assert_allclose(probabilities[1:], whole[1:], atol=1e-5)
+    full = models.predict_probabilities(classifier, datasets_of(frames, tmp_path), 1.0, progress=False)
+    np.testing.assert_allclose(probabilities[0], full[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("n_train, batch_size, expected", [(180, None, 8), (720, None, 28), (3666, None, 64),
@@ -122,8 +150,8 @@ def test_modern_preset_keeps_enough_steps_per_epoch_on_small_samples(n_train, ba
 
     import quick_cnn_trainer
 
-    csv_data = types.SimpleNamespace(form="csv")
-    settings = quick_cnn_trainer.resolve_settings("modern", csv_data, batch_size=batch_size, n_train=n_train)
-    assert settings["batch_size"] == expected
-    assert quick_cnn_trainer.resolve_settings("seed", types.SimpleNamespace(form="csv"), image_size=64,
-                                              n_train=n_train)["batch_size"] == 5
+    data = types.SimpleNamespace(crops=lambda view: np.full(10, view / 10.152))
+    settings = quick_cnn_trainer.resolve_settings("modern", data, batch_size=batch_size, n_train=n_train)
+    assert settings.batch_size == expected
+    assert settings.crop_fraction == pytest.approx(3.55 / 10.152)
+    assert quick_cnn_trainer.resolve_settings("seed", data, image_size=64, n_train=n_train).batch_size == 5

@@ -50,7 +50,8 @@ def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz
 
     paths, labels = first_holdout_galaxies(gz1_dir)
     # raw 423² JPEGs as a user has them: the model crops and resizes by itself
-    probabilities = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths), progress=False)
+    probabilities = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths),
+                                                 pretrained_model.default_crop, progress=False)
     assert probabilities.shape == (len(paths), 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     predicted = probabilities.argmax(axis=1)
@@ -73,9 +74,44 @@ def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, 
     )
     assert finished.returncode == 0, finished.stderr
     table = pd.read_csv(out)
-    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted"]
+    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop"]
     assert [str(path) for path in table["source"]] == [str(path) for path in paths]
     assert set(table["predicted"]) <= set(CLASS_NAMES)
     # the very probabilities of the shipped model, not of some other one
-    expected = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths), progress=False)
+    expected = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths),
+                                            pretrained_model.default_crop, progress=False)
     np.testing.assert_allclose(table["p_elliptical"], expected[:, 1], atol=1e-4)
+    assert "field of view unknown" in finished.stderr  # the assumption is said
+
+
+def recut_to_the_seed_field(paths, directory):
+    """A seed-format data directory (512 px, 5.12 x petroR90 across, no dataset.json) cut from
+    Galaxy Zoo 1 frames (423 px, 10.152 x petroR90 across): what sdss_query.create_datafiles()
+    would have fetched for the same galaxies."""
+    from PIL import Image
+
+    from galaxy_classification import storage
+    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame
+
+    def frames():
+        for path in paths:
+            with Image.open(path) as image:
+                yield recut_frame(image, GALAXY_ZOO_1_FIELD, SEED_FIELD, 512)
+
+    catalogue = pd.DataFrame({"objid": [path.stem for path in paths]})
+    storage.write_datafiles(directory, catalogue, np.zeros(len(paths)), images=frames(), image_shape=(512, 512, 3))
+    return directory
+
+
+def test_the_shipped_model_on_seed_field_frames_needs_no_flags(pretrained_model, gz1_dir, tmp_path):
+    import quick_cnn_trainer
+
+    paths, labels = first_holdout_galaxies(gz1_dir)
+    original = quick_cnn_trainer.predict(paths, out=tmp_path / "original.csv", progress=False)
+    seed_dir = recut_to_the_seed_field(paths, tmp_path / "data")
+    recut = quick_cnn_trainer.predict([seed_dir], out=tmp_path / "recut.csv", progress=False)
+
+    accuracy = {name: float(np.mean((table["p_elliptical"].to_numpy() >= 0.5) == labels))
+                for name, table in (("original", original), ("recut", recut))}
+    assert recut["crop"].iloc[0] == pytest.approx(3.5532 / 5.12, abs=1e-3)  # computed from the two fields
+    assert abs(accuracy["recut"] - accuracy["original"]) <= 0.02, accuracy

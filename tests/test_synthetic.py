@@ -15,7 +15,7 @@ from galaxy_classification.label_rules import LIKELIHOOD
 
 from conftest import PROJECT_ROOT
 
-FILES = (storage.CATALOGUE_FILE, storage.IMAGES_FILE, storage.LABELS_FILE)
+FILES = (storage.CATALOGUE_FILE, storage.IMAGES_FILE, storage.LABELS_FILE, "dataset.json")
 COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID", "lnLDeV_g", "lnLExp_g", "lnLDeV_r",
            "lnLExp_r", "z", "cutout_scale", "galaxy_type"]
 

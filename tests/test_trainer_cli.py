@@ -110,7 +110,7 @@ def test_missing_model_is_a_one_line_error(seed_run, capsys):
 
 
 def test_modern_preset_on_a_csv_skips_unlabelled_rows_and_caches(tmp_path, capsys):
-    csv_path, _, _ = write_image_csv(tmp_path / "gz", n_galaxies=34, size=48, unlabelled=4)
+    csv_path, _, _ = write_image_csv(tmp_path / "gz", n_galaxies=34, size=48, unlabelled=4, field_of_view=10.152)
     out = tmp_path / "out"
     assert quick_cnn_trainer.main(["--data", str(csv_path), "--preset", "modern", "--epochs", "2",
                                    "--image-size", "32", "--batch-size", "16", "--out", str(out), "--seed", "1"]) == 0
@@ -119,7 +119,8 @@ def test_modern_preset_on_a_csv_skips_unlabelled_rows_and_caches(tmp_path, capsy
     for name in ("my-galaxy-model.h5", "my-galaxy-model.keras", *REPORT_FILES):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["preset"], metrics["image_size"], metrics["crop_fraction"]) == ("modern", 32, 0.35)
+    assert (metrics["preset"], metrics["image_size"]) == ("modern", 32)
+    assert metrics["crop_fraction"] == pytest.approx(3.55 / 10.152, abs=1e-5)  # from the recorded field
     assert metrics["epochs_run"] <= 2 and sum(metrics["split"].values()) == 30
     assert len(list((out / "cache").glob("*.npy"))) == 1
 
@@ -134,7 +135,7 @@ def test_predict_every_path_form_and_evaluate_agree(seed_run, tmp_path, model_na
              workdir / "data" / storage.IMAGES_FILE]
     assert quick_cnn_trainer.main(["predict", "--model", model, "--out", str(out), *map(str, paths)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted"]
+    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop"]
     assert len(table) == 1 + 6 + 6 + 40
     np.testing.assert_allclose(table.p_spiral + table.p_elliptical, 1.0, atol=1e-5)
     assert set(table.predicted) <= {"spiral", "elliptical"}

@@ -43,9 +43,10 @@ def write_data_directory(directory, n_galaxies=40, size=48, seed=0):
     return directory, images, labels
 
 
-def write_image_csv(directory, n_galaxies=30, size=64, seed=0, unlabelled=0, name="labels.csv"):
+def write_image_csv(directory, n_galaxies=30, size=64, seed=0, unlabelled=0, name="labels.csv", field_of_view=None):
     """A Galaxy Zoo-style folder: images/<i>.jpeg (and one .png) plus labels.csv
-    with file,label; the first ``unlabelled`` rows have an empty label."""
+    with file,label (and field_of_view when given); the first ``unlabelled``
+    rows have an empty label."""
     labels = balanced_labels(n_galaxies, seed)
     images = galaxy_images(labels, size, seed)
     (directory / "images").mkdir(parents=True, exist_ok=True)
@@ -58,5 +59,7 @@ def write_image_csv(directory, n_galaxies=30, size=64, seed=0, unlabelled=0, nam
     for row in range(unlabelled):
         label_text[row] = ""
     table = pd.DataFrame({"file": files, "objid": range(n_galaxies), "label": label_text})
+    if field_of_view is not None:
+        table["field_of_view"] = field_of_view
     table.to_csv(directory / name, index=False)
     return directory / name, images, labels

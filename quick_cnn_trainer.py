@@ -253,17 +253,17 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
 def _training_images(galaxies, out_dir, crops, size, progress):
     """Where training reads its uint8 images from, and how it turns them into model input.
 
-    A data directory (one field for every frame) is read as is and cropped /
-    resized per batch. A CSV of image files is decoded, cropped and resized
-    once into a cache under ``out/cache/`` (reused by later runs) and only
-    scaled per batch.
+    Frames that need no crop or resize (the seed preset at the frames' own
+    size) are read as they are. Otherwise every frame is cropped and resized
+    once, with the saved model's own preprocessing, into a uint8 cache under
+    ``out/cache/`` (reused by later runs on the same data and settings), and
+    epochs only scale it to [0, 1].
     """
-    from galaxy_classification import models
+    from galaxy_classification import input_pipeline
 
-    if galaxies.form == "directory":
-        return galaxies.images, functools.partial(prepare_images, crop_fraction=float(crops[0]), image_size=size)
-    cache = datasets.build_image_cache(
-        galaxies, out_dir / "cache", crops, size, models.preprocess_to_uint8, progress=progress)
+    if galaxies.form == "directory" and np.all(crops >= 1.0) and galaxies.native_image_size() == size:
+        return galaxies.images, datasets.scale_images
+    cache = input_pipeline.preprocessed_cache(galaxies, out_dir / "cache", crops, size, progress=progress)
     return cache, datasets.scale_images
 
 

@@ -13,9 +13,9 @@ Images stay uint8 on disk. :class:`NpyImages` maps its file only for the time
 of one read, so the pages a long epoch touches never pile up in the resident
 memory of the process; :class:`GalaxyBatches` turns index lists into batches
 (float32 scaling, one-hot labels, augmentation) with constant memory however many
-galaxies there are. Decoding JPEGs every epoch is slow, so the CSV form is turned
-once into a uint8 ``.npy`` cache at the model's input resolution
-(:func:`build_image_cache`) and streamed from there.
+galaxies there are. Cropping and resizing every epoch is slow, so both forms are
+turned once into a uint8 ``.npy`` cache at the model's input resolution
+(:mod:`input_pipeline`) and streamed from there.
 
 The split is the seed's: ``train_test_split(..., test_size=0.3, random_state=42)``
 on galaxy *indices* (the same partition the seed got on arrays), then the last
@@ -32,9 +32,7 @@ Example::
 """
 
 import functools
-import hashlib
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +47,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 TEST_SIZE = 0.3
 VALIDATION_SPLIT = 0.2
 SPLIT_RANDOM_STATE = 42
-CACHE_VERSION = 1  # bump when the cached pixels would change for the same inputs
 
 
 # --------------------------------------------------------------------------- image stores
@@ -94,8 +91,8 @@ class ImageFiles:
     def __len__(self):
         return len(self.paths)
 
-    def read_one(self, index):
-        return decode_image(self.paths[index])
+    def read_one(self, index, min_side=None):
+        return decode_image(self.paths[index], min_side)
 
     def read(self, indices):
         """uint8 array of the given images; they must all have the same size."""
@@ -106,12 +103,19 @@ class ImageFiles:
         return np.stack(images) if images else np.empty((0, 0, 0, 3), np.uint8)
 
 
-def decode_image(path):
-    """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it."""
+def decode_image(path, min_side=None):
+    """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it.
+
+    ``min_side``: the smallest side the caller needs. A JPEG then decodes in
+    Pillow's draft mode at 1/2, 1/4 or 1/8 scale, the smallest that still has
+    ``min_side`` pixels a side: several times faster than a full decode.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if min_side is not None and image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise DataFileError(f"{path}: image file missing") from None
@@ -488,57 +492,3 @@ def as_keras_dataset(batches, workers=1, image_side=128, queue_bytes=32 * 2**20)
     batch_bytes = batches.batch_size * image_side**2 * 3 * 4
     max_queue_size = int(min(4, max(2, queue_bytes // batch_bytes)))
     return _py_dataset_class()(batches, workers=workers, max_queue_size=max_queue_size)
-
-
-# --------------------------------------------------------------------------- cache
-
-
-def cache_path(data, cache_dir, crops, image_size):
-    """Where the uint8 cache of a CSV data set at (crops, size) lives.
-
-    The name is keyed by the CSV's absolute path, its size and mtime, the newest
-    mtime of its image files, every crop and the size, so any change rebuilds it.
-    """
-    crops = np.atleast_1d(np.asarray(crops, dtype=np.float64))
-    newest_image = max(os.stat(path).st_mtime_ns for path in data.images.paths)
-    stat = os.stat(data.path)
-    key = "|".join(map(str, (
-        CACHE_VERSION, Path(data.path).resolve(), stat.st_size, stat.st_mtime_ns, newest_image,
-        len(data.images), hashlib.sha1(np.round(crops, 6).tobytes()).hexdigest(), image_size,
-    )))
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    crop_name = f"{crops[0]:.3g}" if np.all(crops == crops[0]) else "various"
-    return Path(cache_dir) / f"{Path(data.path).stem}-crop{crop_name}-{image_size}px-{digest}.npy"
-
-
-def build_image_cache(data, cache_dir, crops, image_size, prepare_uint8, progress=True):
-    """Decode every image of a CSV data set once, crop and resize it with
-    ``prepare_uint8(batch, crop_fraction, image_size) -> uint8 batch`` (the saved
-    model's own preprocessing, so training sees what ``predict`` will see), and
-    store the result as a memory-mapped ``.npy``. ``crops`` holds each image's
-    centre fraction. Reused when already built. Returns an :class:`NpyImages`;
-    an unreadable image raises DataFileError.
-    """
-    from tqdm.auto import tqdm
-
-    crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(data),))
-    target = cache_path(data, cache_dir, crops, image_size)
-    if target.is_file():
-        try:
-            return NpyImages(target)
-        except DataFileError:
-            pass  # damaged cache: rebuild it
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shape = (len(data), image_size, image_size, 3)
-    with storage.atomic_output(target) as temporary:
-        cache = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-        try:
-            bar = tqdm(total=len(data), desc=f"caching {image_size}px images", unit="img", disable=not progress)
-            for rows, batch in iter_raw_batches(data.images, 64, groups=crops):
-                cache[rows] = prepare_uint8(batch, float(crops[rows[0]]), image_size)
-                bar.update(len(rows))
-            bar.close()
-            cache.flush()
-        finally:
-            del cache
-    return NpyImages(target)

@@ -436,20 +436,19 @@ def _h5_field_record(path):
     return json.loads(text) if text else {}
 
 
-def predict_probabilities(classifier, images, crops, batch_size=None, progress=True):
+def predict_probabilities(classifier, images, crops, batch_size=None, progress=True, draft=True):
     """(n, 2) float array of (p_spiral, p_elliptical) for every image of an
     :class:`~galaxy_classification.datasets.NpyImages` / ``ImageFiles``;
-    ``crops`` is the centre fraction to keep, one per image or one for all."""
+    ``crops`` is the centre fraction to keep, one per image or one for all.
+    The next batch is decoded and preprocessed while the network runs."""
     from tqdm.auto import tqdm
 
-    from galaxy_classification import datasets
+    from galaxy_classification import input_pipeline
 
-    crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(images),))
     batch_size = batch_size or prediction_batch_size(classifier.image_size)
     probabilities = np.zeros((len(images), len(CLASS_NAMES)), dtype=np.float32)
     with tqdm(total=len(images), desc="classifying", unit="img", disable=not progress) as bar:
-        for rows, batch in datasets.iter_raw_batches(images, batch_size, groups=crops):
-            model_input = preprocess_images(batch, float(crops[rows[0]]), classifier.image_size)
-            probabilities[rows] = np.asarray(classifier.network.predict_on_batch(model_input))
+        for rows, batch in input_pipeline.prepared_batches(images, crops, classifier.image_size, batch_size, draft):
+            probabilities[rows] = np.asarray(classifier.network.predict_on_batch(batch))
             bar.update(len(rows))
     return probabilities

@@ -47,24 +47,6 @@ def test_csv_form_skips_and_counts_rows_without_label(tmp_path):
     assert data.images.read_one(0).shape == (40, 40, 3)
 
 
-def test_csv_cache_holds_cropped_resized_uint8_and_is_reused(tmp_path):
-    csv_path, _, _ = write_image_csv(tmp_path, n_galaxies=6, size=40)
-    data = datasets.open_training_data(csv_path)
-    calls = []
-
-    def halve(batch, crop_fraction, image_size):
-        calls.append(len(batch))
-        return batch[:, 10:30:1, 10:30:1][:, :image_size, :image_size]
-
-    cache = datasets.build_image_cache(data, tmp_path / "cache", 0.5, 20, halve, progress=False)
-    assert cache.shape == (6, 20, 20, 3)
-    np.testing.assert_array_equal(cache.read([0]), data.images.read([0])[:, 10:30, 10:30])
-    again = datasets.build_image_cache(data, tmp_path / "cache", 0.5, 20, halve, progress=False)
-    assert again.path == cache.path and sum(calls) == 6  # second call reused the file
-    other_size = datasets.cache_path(data, tmp_path / "cache", 0.5, 24)
-    assert other_size != cache.path
-
-
 # --------------------------------------------------------------------------- malformed input
 
 
@@ -147,15 +129,6 @@ def test_csv_missing_image_file(tmp_path):
     csv_path, _, _ = write_image_csv(tmp_path, n_galaxies=4, size=32)
     (tmp_path / "images" / "002.jpeg").unlink()
     _expect_error(csv_path, "002.jpeg", "image file missing")
-
-
-def test_unreadable_image_is_named_when_decoded(tmp_path):
-    csv_path, _, _ = write_image_csv(tmp_path, n_galaxies=4, size=32)
-    (tmp_path / "images" / "001.jpeg").write_bytes(b"<html>not a jpeg</html>")
-    data = datasets.open_training_data(csv_path)
-    with pytest.raises(DataFileError, match="001.jpeg: unreadable image"):
-        datasets.build_image_cache(data, tmp_path / "cache", 1.0, 32, lambda b, c, s: b, progress=False)
-    assert not list((tmp_path / "cache").glob("*.npy"))  # no half-written cache left behind
 
 
 # --------------------------------------------------------------------------- split and batches

@@ -13,10 +13,11 @@ DEMO_OUT := results/demo
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 # the modern preset keeps its best epoch, so the demo's score does not hinge on the last one

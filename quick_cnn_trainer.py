@@ -39,7 +39,17 @@ from galaxy_classification.skyserver import SDSSQueryError
 from galaxy_classification.storage import DataFileError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
+PRETRAINED_NAME = "sdss-gz1.keras"
+
+
+def _pretrained_model():
+    """The shipped model: models/ of a checkout, or where ``pip install`` put it."""
+    checkout = PROJECT_ROOT / "models" / PRETRAINED_NAME
+    installed = Path(sys.prefix) / "share" / "galaxy-classification" / "models" / PRETRAINED_NAME
+    return checkout if checkout.is_file() or not installed.is_file() else installed
+
+
+DEFAULT_MODEL = _pretrained_model()
 MODEL_STEM = "my-galaxy-model"
 COMMANDS = ("train", "evaluate", "predict", "classify")
 PRESET_NAMES = ("seed", "modern")
@@ -174,14 +184,16 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    import keras
-    import tensorflow as tf
-
     from galaxy_classification import models, reports
+
+    import keras
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
     size = settings.image_size
     images, prepare = _training_images(galaxies, out_dir, crops, size, progress)
     labels = galaxies.labels
@@ -302,10 +314,14 @@ def input_crops(classifier, galaxies, crop=None):
     return np.full(len(galaxies), classifier.crop_for(galaxies.field, str(galaxies.path)))
 
 
-def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None):
-    """Judge a saved model on every galaxy of labelled ``data``; write the report."""
-    from galaxy_classification import models, reports
+def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None, predictions="predictions.csv"):
+    """Judge a saved model on every galaxy of labelled ``data``; write the report
+    and each galaxy's probabilities into ``out/predictions`` (.csv, .ecsv, .fits, .vot)."""
+    import pandas as pd
 
+    from galaxy_classification import models, reports, tables
+
+    _table_format(predictions)
     classifier = _load_model(model)
     galaxies = get_data(data, field_of_view)
     crops = input_crops(classifier, galaxies, crop)
@@ -320,8 +336,16 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None)
                                  "data": galaxies.field.to_json() if galaxies.field else None,
                                  "crop_fraction": round(float(np.median(crops)), 6)}},
     )
+    per_galaxy = pd.DataFrame({"source": galaxies.sources, "label": galaxies.labels,
+                               "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]})
+    objids = _catalogue_objids(galaxies)
+    if objids is not None:
+        release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
+        per_galaxy = tables.with_explore_links(per_galaxy.assign(objid=objids), release)
+    tables.write_table(per_galaxy, Path(out) / predictions,
+                       meta={"model": classifier.name, "model_sha256": classifier.sha256})
     print(reports.format_metrics(metrics))
-    print(f"metrics and pictures in {out}/")
+    print(f"metrics, pictures and {predictions} in {out}/")
     return metrics
 
 
@@ -340,35 +364,60 @@ def _images_for_display(images, rows):
     ])
 
 
-def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, field_of_view=None):
+def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, field_of_view=None,
+            min_confidence=None):
     """Classify the galaxies in ``paths``; write and return a table with columns
-    source, p_spiral, p_elliptical, predicted (spiral|elliptical), crop (the
-    centre fraction of the frame the model looked at)."""
+    source, p_spiral, p_elliptical, predicted (spiral, elliptical, or uncertain
+    below ``min_confidence``), crop (the centre fraction the model looked at),
+    and objid with its SkyServer link when the input has a catalogue. ``out``
+    ends in .csv, .ecsv, .fits or .vot."""
     import pandas as pd
 
-    from galaxy_classification import models, storage
+    from galaxy_classification import classify as classify_module
+    from galaxy_classification import models, tables
 
+    _table_format(out)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
     classifier = _load_model(model)
-    tables = []
+    parts = []
     for galaxies in inputs:
         crops = input_crops(classifier, galaxies, crop)
         probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
-        tables.append(pd.DataFrame({
+        part = pd.DataFrame({
             "source": galaxies.sources,
             "p_spiral": probabilities[:, 0],
             "p_elliptical": probabilities[:, 1],
-            "predicted": np.where(probabilities[:, 1] >= 0.5, CLASS_NAMES[1], CLASS_NAMES[0]),
+            "predicted": classify_module.predicted_classes(probabilities, min_confidence),
             "crop": np.round(crops, 4),
-        }))
-    table = pd.concat(tables, ignore_index=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    storage.write_csv_atomic(table, out)
+        })
+        objids = _catalogue_objids(galaxies)
+        if objids is not None:
+            release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
+            part["objid"] = objids
+            part = tables.with_explore_links(part, release)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    tables.write_table(table, out, meta={"model": classifier.name, "model_sha256": classifier.sha256})
     counts = table["predicted"].value_counts()
-    print(f"wrote {out}: {len(table)} galaxies, "
-          + ", ".join(f"{counts.get(name, 0)} {name}" for name in CLASS_NAMES))
+    names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
+    print(f"wrote {out}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
     return table
+
+
+def _catalogue_objids(galaxies):
+    catalogue = galaxies.catalogue
+    if catalogue is None or "objid" not in catalogue.columns or len(catalogue) != len(galaxies):
+        return None
+    return [str(objid) for objid in catalogue["objid"]]
+
+
+def _table_format(out):
+    from galaxy_classification import tables
+
+    try:
+        return tables.table_format(out)
+    except ValueError as error:
+        raise UsageError(f"--out {error}") from None
 
 
 def classify(catalogue, model=None, out="classified.csv", login=True, data_release="DR15", workers=8,
@@ -379,6 +428,7 @@ def classify(catalogue, model=None, out="classified.csv", login=True, data_relea
 
     release = parameters.data_release_name(data_release)
     workers = parameters.positive_integer("workers", workers)
+    _table_format(out)
     table = classify_module.read_catalogue(catalogue)  # bad input fails before the model loads
     classify_module.checked_positions(table, catalogue)
     classifier = _load_model(model)
@@ -448,27 +498,35 @@ def build_parser(command="train"):
         parser.add_argument("--out", default=".", help="directory for metrics.json and pictures (default .)")
         parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
         parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+        parser.add_argument("--predictions", default="predictions.csv",
+                            help="per-galaxy table written into --out; .csv, .ecsv, .fits or .vot (default "
+                                 "predictions.csv)")
         return parser
     if command == "predict":
         parser = _Parser(prog=prog, description="Classify galaxy images with a saved model.")
         parser.add_argument("paths", nargs="+", metavar="PATH",
                             help="image files, a directory of images, a CSV with a 'file' column, or a galaxy_images.npy")
         parser.add_argument("--model", default=None,
-                            help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
-        parser.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
+                            help=f"a .keras or .h5 model (default: the shipped {PRETRAINED_NAME})")
+        parser.add_argument("--out", default="predictions.csv",
+                            help="output table: .csv, .ecsv, .fits or .vot (default predictions.csv)")
         parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
         parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+        parser.add_argument("--min-confidence", type=_confidence,
+                            help="call a galaxy 'uncertain' when its larger probability is below this")
         return parser
     if command == "classify":
         parser = _Parser(prog=prog, description="Classify a catalogue of galaxies (ra, dec [, objid, petroR90_r]): "
                                                 "radii looked up in SDSS, cutouts fetched at the model's field of "
                                                 "view, a classified catalogue written.")
-        parser.add_argument("catalogue", metavar="CATALOGUE", help="CSV with ra and dec in degrees; optional objid, "
-                                                                   "petroR90_r / petroR90_g (arcsec), label")
+        parser.add_argument("catalogue", metavar="CATALOGUE",
+                            help="CSV, ECSV, FITS or VOTable with ra and dec in degrees; optional objid, "
+                                 "petroR90_r / petroR90_g (arcsec), label")
         parser.add_argument("--model", default=None,
-                            help=f"a .keras or .h5 model (default {DEFAULT_MODEL.relative_to(PROJECT_ROOT)})")
+                            help=f"a .keras or .h5 model (default: the shipped {PRETRAINED_NAME})")
         parser.add_argument("--out", default="classified.csv",
-                            help="output CSV (default classified.csv); cutouts are cached in OUT_cutouts/")
+                            help="output table: .csv, .ecsv, .fits or .vot (default classified.csv); cutouts "
+                                 "are cached in OUT_cutouts/")
         parser.add_argument("--no-login", action="store_true",
                             help="look radii up with the SkyServer SQL search, no SciServer account")
         parser.add_argument("--data-release", type=_data_release, default="DR15", help="SDSS data release (default DR15)")
@@ -506,10 +564,15 @@ def build_parser(command="train"):
 
 
 def main(argv=None):
+    from galaxy_classification import quiet
+
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     parser = build_parser(command)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)")
     arguments = parser.parse_args(argv)
+    quiet.show_logs(arguments.verbose)
     try:
         if command == "train":
             train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
@@ -517,10 +580,10 @@ def main(argv=None):
                   test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
-                     field_of_view=arguments.field_of_view)
+                     field_of_view=arguments.field_of_view, predictions=arguments.predictions)
         elif command == "predict":
             predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
-                    field_of_view=arguments.field_of_view)
+                    field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence)
         else:
             classify(arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
                      data_release=arguments.data_release, workers=arguments.workers,

@@ -76,6 +76,7 @@ def create_datafiles(
     seed=DEFAULT_SEED,
     image_size=512,
     dry_run=False,
+    ecsv=False,
 ):
     """Write galaxy_data.csv, galaxy_images.npy and galaxy_labels.npy into ``out_dir``.
 
@@ -98,7 +99,8 @@ def create_datafiles(
     petroR90_g and the label rule's columns. Service failures raise
     ``galaxy_classification.skyserver.SDSSQueryError``. Every argument is checked
     before any request or file write; a bad one raises ``ValueError``.
-    Returns the output directory as a ``pathlib.Path``.
+    ``ecsv=True`` also writes ``galaxy_data.ecsv``, the catalogue with units
+    (needs astropy). Returns the output directory as a ``pathlib.Path``.
     """
     sample = parameters.validate_sample_parameters(
         n_galaxies, galaxy_type, lower_z_limit, upper_z_limit, lower_flux_limit,
@@ -111,14 +113,33 @@ def create_datafiles(
     workers = parameters.positive_integer("workers", workers)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    if source == "synthetic":
-        return _create_synthetic(sample, out_dir, seed, dry_run)
-    from galaxy_classification import sdss_sample
+    if not isinstance(ecsv, bool):
+        raise ValueError(f"ecsv must be True or False, got {ecsv!r}")
+    if ecsv:
+        from galaxy_classification import tables
 
-    return sdss_sample.create_sdss_datafiles(
-        sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
-        login=login, label_rule=rule, workers=workers, seed=seed, dry_run=dry_run,
-    )
+        tables.require_astropy("ecsv=True")
+    if source == "synthetic":
+        out_dir = _create_synthetic(sample, out_dir, seed, dry_run)
+    else:
+        from galaxy_classification import sdss_sample
+
+        out_dir = sdss_sample.create_sdss_datafiles(
+            sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
+            login=login, label_rule=rule, workers=workers, seed=seed, dry_run=dry_run,
+        )
+    if ecsv and not dry_run:
+        _write_ecsv(out_dir, sample)
+    return out_dir
+
+
+def _write_ecsv(out_dir, sample):
+    from galaxy_classification import storage, tables
+
+    catalogue = storage.read_catalogue(out_dir / storage.CATALOGUE_FILE)
+    tables.write_table(catalogue, out_dir / "galaxy_data.ecsv",
+                       meta={"data_release": sample.data_release, "image_scale_factor": sample.image_scale_factor,
+                             "image_size": sample.image_size})
 
 
 def _output_directory(out_dir, image_data):
@@ -177,6 +198,7 @@ def build_argument_parser():
     add("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     add("--image-size", type=int, default=512, help="cutout side in pixels (default 512)")
     add("--dry-run", action="store_true", help="print the SQL and URLs that would be sent, send nothing")
+    add("--ecsv", action="store_true", help="also write galaxy_data.ecsv, the catalogue with units (needs astropy)")
     return parser
 
 
@@ -193,6 +215,7 @@ def main(argv=None):
             out_dir=arguments.out, source="synthetic" if arguments.synthetic else "sdss",
             login=not arguments.no_login, labels=arguments.labels, workers=arguments.workers,
             seed=arguments.seed, image_size=arguments.image_size, dry_run=arguments.dry_run,
+            ecsv=arguments.ecsv,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import CLASS_NAMES, catalogue, config, cutouts, datasets, skyserver, storage
+from . import CLASS_NAMES, catalogue, config, cutouts, datasets, skyserver, tables
 from .field_of_view import FieldOfView
 from .storage import DataFileError
 
 MATCH_RADIUS_ARCSEC = 2.0
 LOOKUP_BATCH = 100  # rows per lookup query: the SQL search carries its query in the URL
 RADIUS_COLUMNS = ("petroR90_r", "petroR90_g")
-OUTPUT_COLUMNS = ("objid", "p_spiral", "p_elliptical", "predicted", "cutout_file", "cutout_scale",
-                  "data_release", "model", "model_sha256", "status", "reason")
 
 
 class CatalogueError(DataFileError):
@@ -46,14 +44,17 @@ class CatalogueError(DataFileError):
 
 
 def read_catalogue(path):
-    """The catalogue as text columns (ids stay exact); CatalogueError if unreadable."""
+    """The catalogue (CSV, ECSV, FITS or VOTable) as text columns (ids stay
+    exact); CatalogueError if unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CatalogueError(f"{path}: no such catalogue file")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return tables.read_table(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CatalogueError(f"{path}: not a readable CSV ({str(error).strip()})") from None
+    except ValueError as error:
+        raise CatalogueError(str(error)) from None
 
 
 def _column(table, name):
@@ -234,8 +235,10 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     result["model"] = classifier.name
     result["model_sha256"] = classifier.sha256
     result["status"], result["reason"] = rows["status"], rows["reason"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    storage.write_csv_atomic(result, out)
+    result = tables.with_explore_links(result, data_release)
+    tables.write_table(result, out, meta={"model": classifier.name, "model_sha256": classifier.sha256,
+                                          "data_release": data_release,
+                                          "field_of_view_petro_radii": classifier.view_petro_radii})
     _print_summary(result, out, lookups, report, time.perf_counter() - started, table)
     return result
 

@@ -324,8 +324,15 @@ def _open_prediction_inputs(path):
     suffix = path.suffix.lower()
     if suffix == ".npy":
         images = NpyImages(path)
-        return GalaxyData(path, "npy", images, sources=[str(index) for index in range(len(images))],
-                          field=directory_field(path.parent, str(path)))
+        catalogue_path = path.parent / storage.CATALOGUE_FILE
+        catalogue = storage.read_catalogue(catalogue_path) if catalogue_path.is_file() else None
+        if catalogue is not None and len(catalogue) != len(images):
+            catalogue = None  # not this file's catalogue
+        sources = [str(index) for index in range(len(images))]
+        if catalogue is not None and "objid" in catalogue.columns:
+            sources = [f"objid {objid}" for objid in catalogue["objid"]]
+        return GalaxyData(path, "npy", images, sources=sources, field=directory_field(path.parent, str(path)),
+                          catalogue=catalogue)
     if suffix == ".csv":
         table = _read_csv(path, ("file",))
         files = _resolved_files(path, table["file"])

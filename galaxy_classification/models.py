@@ -45,11 +45,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import layers
 
 from galaxy_classification import CLASS_NAMES
+from galaxy_classification.quiet import import_keras
+
+keras = import_keras()
+layers = keras.layers
 
 SEED_INPUT_SHAPE = (512, 512, 3)
 FIELD_ATTRIBUTE = "galaxy_classification_field_of_view"  # where a .h5 keeps its field
@@ -114,28 +116,28 @@ def preprocess_images(images, crop_fraction=1.0, image_size=None):
 
     Keeps the central ``crop_fraction`` of the shorter side (square), resizes to
     ``image_size`` (bilinear with antialiasing; skipped when the size already
-    matches) and divides by 255. Used by the training pipeline and, inside
-    :class:`GalaxyPreprocessing`, by every saved model.
+    matches) and divides by 255. Used by the input pipeline and, inside
+    :class:`GalaxyPreprocessing`, by every saved model. Written with
+    ``keras.ops``, so it runs on any Keras backend.
     """
-    import tensorflow as tf
+    from keras import ops
 
-    images = tf.convert_to_tensor(images)
+    images = ops.convert_to_tensor(images)
+    height, width = images.shape[1], images.shape[2]
     if crop_fraction < 1.0:
-        shape = tf.shape(images)
-        height, width = shape[1], shape[2]
-        side = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction), tf.int32)
-        side = tf.maximum(side, 1)
-        top, left = (height - side) // 2, (width - side) // 2
+        if height is not None and width is not None:
+            side = max(1, round(min(height, width) * crop_fraction))
+            top, left = (height - side) // 2, (width - side) // 2
+        else:  # a symbolic frame size (the saved model's TensorFlow graph): the same arithmetic as tensors
+            shape = ops.shape(images)
+            height, width = shape[1], shape[2]
+            side = ops.maximum(ops.cast(ops.round(ops.cast(ops.minimum(height, width), "float32") * crop_fraction),
+                                        "int32"), 1)
+            top, left = (height - side) // 2, (width - side) // 2
         images = images[:, top:top + side, left:left + side, :]
-    images = tf.cast(images, tf.float32)
-    if image_size is not None:
-        shape = tf.shape(images)
-        images = tf.cond(
-            tf.logical_and(shape[1] == image_size, shape[2] == image_size),
-            lambda: images,
-            lambda: tf.image.resize(images, (image_size, image_size), method="bilinear", antialias=True),
-        )
-        images = tf.ensure_shape(images, (None, image_size, image_size, None))
+    images = ops.cast(images, "float32")
+    if image_size is not None and not (images.shape[1] == image_size and images.shape[2] == image_size):
+        images = ops.image.resize(images, (image_size, image_size), interpolation="bilinear", antialias=True)
     return images * (1.0 / 255.0)
 
 

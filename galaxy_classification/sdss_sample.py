@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import CLASS_NAMES, catalogue, config, cutouts, skyserver, storage
+from . import CLASS_NAMES, catalogue, config, cutouts, skyserver, storage, tables
 from .field_of_view import FieldOfView
 from .label_rules import LIKELIHOOD
 from .skyserver import SDSSQueryError
@@ -66,6 +66,7 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
         galaxies = keep_galaxies_with_cutouts(galaxies, sample, out_dir, workers)
         images = cached_images(galaxies["objid"], out_dir / "cutouts", sample.image_size)
     labels = galaxies.pop("label").to_numpy(dtype=np.int64)
+    galaxies = tables.with_explore_links(galaxies, sample.data_release)
     field = FieldOfView.from_cutouts(sample.image_scale_factor, sample.image_size, "g", sample.data_release,
                                      galaxies["petroR90_g"])
     storage.write_datafiles(

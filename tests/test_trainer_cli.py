@@ -135,8 +135,9 @@ def test_predict_every_path_form_and_evaluate_agree(seed_run, tmp_path, model_na
              workdir / "data" / storage.IMAGES_FILE]
     assert quick_cnn_trainer.main(["predict", "--model", model, "--out", str(out), *map(str, paths)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop"]
+    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop", "objid", "explore_url"]
     assert len(table) == 1 + 6 + 6 + 40
+    assert table.objid[-40:].notna().all() and table.explore_url[-40:].str.contains("explore").all()
     np.testing.assert_allclose(table.p_spiral + table.p_elliptical, 1.0, atol=1e-5)
     assert set(table.predicted) <= {"spiral", "elliptical"}
     assert (table.predicted == np.where(table.p_elliptical >= 0.5, "elliptical", "spiral")).all()

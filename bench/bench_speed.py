@@ -1,0 +1,224 @@
+"""Speed of training and prediction, every figure side by side in one run.
+
+Every rate counts the images actually processed (a Keras callback adds up the
+batch sizes it saw; prediction counts the rows it returned) and prints that
+count beside the rate. The figures:
+
+1. training, network only: each preset's compiled model fitting in-memory
+   float32 arrays of its input size, against the whole pipeline (uint8 frames
+   from the memory-mapped 512² directory -> preprocessed cache -> batches ->
+   the same model); the ratio is the pipeline's efficiency;
+2. one epoch on a 512² ``sdss_query``-style directory, marginal cost per
+   galaxy between two sample sizes (modern: building its cache plus one epoch;
+   seed: one epoch), and the modern / seed ratio;
+3. whole default recipes per galaxy (cache once, then the recipe's planned
+   epochs at the measured per-epoch cost; early stopping can only make the
+   modern recipe cheaper), and the ratio;
+4. prediction: the shipped model on 423² JPEG files (the shared Galaxy Zoo 1
+   frames when present, synthetic JPEGs of that size otherwise), steady state
+   after one warm-up pass, against the network alone on in-memory arrays.
+
+    .venv/bin/python bench/bench_speed.py                    # about 5 minutes
+    .venv/bin/python bench/bench_speed.py --sizes 200 800 --predict-images 400
+
+Bench data is written under bench/output/speed (git-ignored) and removed.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+OUTPUT = ROOT / "bench" / "output" / "speed"
+GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
+
+import quick_cnn_trainer  # noqa: E402
+from bench_data import write_bench_data  # noqa: E402
+from galaxy_classification import datasets, input_pipeline, models  # noqa: E402
+from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
+
+
+def counting_callback():
+    import keras
+
+    class CountImages(keras.callbacks.Callback):
+        """Adds up the images of every training batch that ran."""
+
+        def __init__(self):
+            super().__init__()
+            self.images = 0
+            self.batch_size = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.images += self.batch_size
+
+    return CountImages()
+
+
+def compiled_model(settings, steps):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = models.build_core_model(settings, settings.image_size)
+    return models.compile_model(model, settings, steps)
+
+
+def network_only_rate(settings, n_images):
+    """Images/s of fit on in-memory float32 arrays: no reading, no preprocessing."""
+    size, batch = settings.image_size, settings.batch_size
+    n_images = max(batch, n_images // batch * batch)
+    x = np.random.default_rng(0).random((n_images, size, size, 3), dtype=np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(n_images) % 2]
+    model = compiled_model(settings, n_images // batch)
+    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)  # tracing
+    counter = counting_callback()
+    counter.batch_size = batch
+    started = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[counter])
+    return counter.images / (time.perf_counter() - started), counter.images
+
+
+def pipeline_epoch(galaxies, settings, cache_dir, warm_up=True):
+    """(seconds to prepare the frames, seconds for one epoch, images trained) through the trainer's pipeline."""
+    import dataclasses
+
+    crops = quick_cnn_trainer.training_crops(galaxies, settings)
+    started = time.perf_counter()
+    images, prepare = quick_cnn_trainer._training_images(galaxies, cache_dir, crops, settings.image_size, False)
+    prepared = time.perf_counter() - started
+    rows = np.arange(len(galaxies))
+    augment = settings.augment
+
+    def batches(max_batches=None):
+        return datasets.as_keras_dataset(datasets.GalaxyBatches(
+            images, rows, galaxies.labels, settings.batch_size, prepare, shuffle=True,
+            augment=(lambda batch, rng: models.augment_batch(batch, rng, **dataclasses.asdict(augment)))
+            if augment else None,
+            class_weights=datasets.balanced_class_weights(galaxies.labels) if settings.class_weights else None,
+            max_batches=max_batches), workers=quick_cnn_trainer.PREFETCH_WORKERS, image_side=settings.image_size)
+
+    epoch = batches()
+    model = compiled_model(settings, len(epoch))
+    if warm_up:
+        model.fit(batches(2), epochs=1, verbose=0)  # tracing, first allocations
+    counter = counting_callback()
+    counter.batch_size = settings.batch_size
+    started = time.perf_counter()
+    model.fit(epoch, epochs=1, verbose=0, callbacks=[counter])
+    seconds = time.perf_counter() - started
+    trained = min(counter.images, len(galaxies))  # the last batch is smaller
+    if trained != len(galaxies):
+        raise SystemExit(f"one epoch trained {trained} images, expected {len(galaxies)}")
+    return prepared, seconds, trained
+
+
+def training_figures(data_dirs, sizes):
+    figures = {}
+    for preset_name in ("seed", "modern"):
+        per_size = {}
+        for size in sizes:
+            galaxies = datasets.open_training_data(data_dirs[size])
+            settings = quick_cnn_trainer.resolve_settings(preset_name, galaxies,
+                                                          batch_size=models.PRESETS[preset_name].batch_size)
+            shutil.rmtree(OUTPUT / "cache", ignore_errors=True)
+            per_size[size] = pipeline_epoch(galaxies, settings, OUTPUT)
+            prepared, seconds, trained = per_size[size]
+            print(f"  {preset_name:6s} {size:5d} galaxies: prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
+                  f"({trained} images, {trained / seconds:7.1f} images/s)", flush=True)
+        network_rate, counted = network_only_rate(settings, min(sizes[-1], 2000 if preset_name == "modern" else 200))
+        small, large = sizes
+        prepare_per_galaxy = (per_size[large][0] - per_size[small][0]) / (large - small)
+        epoch_per_galaxy = (per_size[large][1] - per_size[small][1]) / (large - small)
+        pipeline_rate = per_size[large][2] / per_size[large][1]
+        figures[preset_name] = {"prepare": prepare_per_galaxy, "epoch": epoch_per_galaxy,
+                                "epochs": settings.epochs, "network_rate": network_rate,
+                                "pipeline_rate": pipeline_rate, "network_counted": counted}
+        print(f"  {preset_name:6s} network only: {network_rate:7.1f} images/s ({counted} images); pipeline "
+              f"{pipeline_rate:7.1f} images/s at {large} galaxies -> pipeline / network = "
+              f"{pipeline_rate / network_rate:.2f}", flush=True)
+    return figures
+
+
+def prediction_figures(n_images):
+    """(pipeline images/s, count, network-only images/s, count, source) for the shipped model."""
+    classifier = models.load_model(quick_cnn_trainer.DEFAULT_MODEL)
+    if (GZ1_DIR / "labels.csv").is_file():
+        import pandas as pd
+
+        files = [GZ1_DIR / name for name in pd.read_csv(GZ1_DIR / "labels.csv")["file"].head(n_images)]
+        source = f"{len(files)} shared Galaxy Zoo 1 JPEGs (423 px)"
+    else:
+        files = write_jpegs(OUTPUT / "jpegs", n_images)
+        source = f"{len(files)} synthetic 423 px JPEGs"
+    images = datasets.ImageFiles(files)
+    crop = FieldOfView(10.152).crop_for(classifier.view_petro_radii)
+    models.predict_probabilities(classifier, images, crop, progress=False)  # warm-up: tracing, file cache
+    started = time.perf_counter()
+    probabilities = models.predict_probabilities(classifier, images, crop, progress=False)
+    pipeline_rate = len(probabilities) / (time.perf_counter() - started)
+
+    batch = models.prediction_batch_size(classifier.image_size)
+    x = np.random.default_rng(0).random((len(files) // batch * batch, classifier.image_size,
+                                         classifier.image_size, 3), dtype=np.float32)
+    classifier.network.predict_on_batch(x[:batch])
+    started = time.perf_counter()
+    counted = sum(len(classifier.network.predict_on_batch(x[start:start + batch]))
+                  for start in range(0, len(x), batch))
+    network_rate = counted / (time.perf_counter() - started)
+    return pipeline_rate, len(probabilities), network_rate, counted, source
+
+
+def write_jpegs(directory, n_images):
+    from PIL import Image
+
+    from trainer_helpers import galaxy_images
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(galaxy_images(np.arange(min(n_images, 64)) % 2, size=423)):
+        paths.append(directory / f"{index}.jpeg")
+        Image.fromarray(image).save(paths[-1], quality=90)
+    return [paths[index % len(paths)] for index in range(n_images)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[400, 1600], metavar=("SMALL", "LARGE"),
+                        help="the two sample sizes of the marginal per-galaxy cost (default 400 1600)")
+    parser.add_argument("--predict-images", type=int, default=800, help="JPEG files for the prediction figure")
+    arguments = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+    sizes = sorted(arguments.sizes)
+    try:
+        data_dirs = {size: write_bench_data(OUTPUT / f"data-{size}", size) for size in sizes}
+        print(f"512x512x3 uint8 directories of {sizes[0]} and {sizes[1]} galaxies; {os.cpu_count()} CPUs")
+        print("\ntraining (one epoch each, through the trainer's pipeline):")
+        figures = training_figures(data_dirs, sizes)
+        print("\nprediction:")
+        pipeline_rate, count, network_rate, counted, source = prediction_figures(arguments.predict_images)
+    finally:
+        shutil.rmtree(OUTPUT, ignore_errors=True)
+    seed, modern = figures["seed"], figures["modern"]
+    print(f"  predict on {source}: {pipeline_rate:7.1f} galaxies/s ({count} classified); network alone "
+          f"{network_rate:7.1f} images/s ({counted}); pipeline / network = {pipeline_rate / network_rate:.2f}")
+    epoch_ratio = seed["epoch"] / (modern["prepare"] + modern["epoch"])
+    seed_recipe = seed["prepare"] + seed["epochs"] * seed["epoch"]
+    modern_recipe = modern["prepare"] + modern["epochs"] * modern["epoch"]
+    print("\nper galaxy, marginal between the two sizes:")
+    print(f"  one epoch, 512² directory: seed {1000 * seed['epoch']:.2f} ms, modern "
+          f"{1000 * (modern['prepare'] + modern['epoch']):.2f} ms (cache {1000 * modern['prepare']:.2f} + epoch "
+          f"{1000 * modern['epoch']:.2f}) -> modern is {epoch_ratio:.1f}x cheaper")
+    print(f"  whole default recipes: seed {seed['epochs']} epochs {1000 * seed_recipe:.0f} ms, modern "
+          f"{modern['epochs']} epochs {1000 * modern_recipe:.1f} ms -> {seed_recipe / modern_recipe:.1f}x cheaper")
+    print(f"  training pipeline / network only: seed {seed['pipeline_rate'] / seed['network_rate']:.2f}, "
+          f"modern {modern['pipeline_rate'] / modern['network_rate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

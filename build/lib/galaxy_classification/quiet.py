@@ -1,0 +1,64 @@
+"""TensorFlow without its start-up chatter.
+
+Importing TensorFlow 2.16+ writes C++ log lines straight to the process's
+standard error before Python can filter anything: absl's "All log messages
+before absl::InitializeLog() is called are written to STDERR", the oneDNN
+notice, CPU feature lines, some of them again when the first device is set
+up. ``TF_CPP_MIN_LOG_LEVEL`` no longer hides them. So :func:`import_keras`
+starts Keras (and TensorFlow's devices) with file descriptor 2 pointed at
+``/dev/null`` for that moment only, unless the user asked for the logs: by
+setting ``TF_CPP_MIN_LOG_LEVEL`` themselves, or with ``--verbose``
+(:func:`show_logs`). Python exceptions are not affected: they are raised, not
+printed, while the start-up runs.
+"""
+
+import contextlib
+import os
+import sys
+
+_show_logs = False
+
+
+def show_logs(show=True):
+    """Let TensorFlow's start-up lines through (``--verbose``)."""
+    global _show_logs
+    _show_logs = show
+
+
+def wants_logs():
+    return _show_logs or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+
+
+@contextlib.contextmanager
+def _standard_error_discarded():
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_keras():
+    """``keras``, its backend started; TensorFlow's C++ start-up lines hidden
+    unless :func:`wants_logs`."""
+    if "keras" in sys.modules or wants_logs():
+        import keras
+
+        return keras
+    try:
+        with _standard_error_discarded():
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                tf.config.list_logical_devices()  # device set-up prints the rest
+    except OSError:  # no file descriptor 2 to redirect (an embedded interpreter): start as it is
+        import keras
+    return keras

@@ -1,0 +1,475 @@
+"""How well does a trained model tell spirals from ellipticals? Numbers and pictures.
+
+Given the true labels of the test galaxies (0 = spiral, 1 = elliptical) and the
+model's probability that each one is elliptical, this module
+
+- computes the confusion matrix, per-class precision / recall / F1 / support and
+  the ROC AUC with scikit-learn (``classification_metrics``),
+- formats them as the text the trainer prints (``format_metrics``),
+- writes ``metrics.json`` and the pictures ``training_curves.png``,
+  ``confusion_matrix.png``, ``roc_curve.png`` and ``misclassified.png``
+  (``write_evaluation_report`` does all of it in one call).
+
+Every file is written atomically: to a temporary name beside it, then renamed.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg
+canvas, not through pyplot, so they work without a display, never touch the
+global backend and cannot pile up as open pyplot figures over many calls.
+Only ``show_on_screen_if_possible`` uses pyplot, and only when a display exists.
+Nothing heavy (matplotlib, scikit-learn, TensorFlow) is imported at import time.
+
+Example::
+
+    from galaxy_classification import reports
+    metrics = reports.write_evaluation_report(
+        "results", test_labels, p_elliptical, load_images=lambda rows: images[rows],
+        history=history.history)
+    print(reports.format_metrics(metrics))
+"""
+
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_classification import CLASS_NAMES, ELLIPTICAL, SPIRAL
+from galaxy_classification.storage import atomic_output, write_text_atomic
+
+METRICS_FILE = "metrics.json"
+TRAINING_CURVES_FILE = "training_curves.png"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+ROC_CURVE_FILE = "roc_curve.png"
+MISCLASSIFIED_FILE = "misclassified.png"
+
+DPI = 100
+_LABELS = [SPIRAL, ELLIPTICAL]  # class order of every table and matrix
+_SOURCE_NAME_CHARS = 26  # longest source name shown above a misclassified galaxy
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def classification_metrics(true_labels, p_elliptical, threshold=0.5):
+    """Confusion matrix, per-class report and ROC AUC as plain JSON-ready types.
+
+    A galaxy is predicted elliptical when ``p_elliptical >= threshold``.
+    ``roc_auc`` is ``None`` (with a ``roc_auc_note``) when the true labels hold
+    only one class, because the ROC curve is then undefined.
+    """
+    from sklearn import metrics as skm
+
+    labels, probabilities, threshold = _validate_predictions(true_labels, p_elliptical, threshold)
+    predicted = _predicted_labels(probabilities, threshold)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, predicted, labels=_LABELS, zero_division=0
+    )
+    result = {
+        "n_galaxies": int(len(labels)),
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "class_names": list(CLASS_NAMES),
+        "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=_LABELS).tolist(),
+        "per_class": {
+            CLASS_NAMES[label]: {
+                "precision": float(precision[label]),
+                "recall": float(recall[label]),
+                "f1": float(f1[label]),
+                "support": int(support[label]),
+            }
+            for label in _LABELS
+        },
+        "roc_auc": None,
+        "threshold": threshold,
+    }
+    present = np.unique(labels)
+    if len(present) == 2:
+        result["roc_auc"] = float(skm.roc_auc_score(labels, probabilities))
+    else:
+        result["roc_auc_note"] = (
+            f"undefined: the true labels hold only {CLASS_NAMES[present[0]]} galaxies"
+        )
+    return result
+
+
+def _validate_predictions(true_labels, p_elliptical, threshold):
+    labels = np.asarray(true_labels)
+    probabilities = np.asarray(p_elliptical)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"true_labels must be one label per galaxy (1-D), got shape {labels.shape}; "
+            "for one-hot labels pass labels.argmax(axis=1)"
+        )
+    if probabilities.ndim != 1:
+        raise ValueError(
+            f"p_elliptical must be one probability per galaxy (1-D), got shape {probabilities.shape}; "
+            "for softmax output pass probabilities[:, 1]"
+        )
+    if len(labels) != len(probabilities):
+        raise ValueError(f"true_labels has {len(labels)} galaxies but p_elliptical has {len(probabilities)}")
+    if len(labels) == 0:
+        raise ValueError("true_labels and p_elliptical are empty: there are no test galaxies to evaluate")
+    if labels.dtype.kind not in "biuf" or not np.isin(labels, _LABELS).all():
+        raise ValueError("true_labels must be 0 (spiral) or 1 (elliptical)")
+    if probabilities.dtype.kind not in "biuf":
+        raise ValueError(f"p_elliptical must be numbers in [0, 1], got dtype {probabilities.dtype}")
+    probabilities = probabilities.astype(np.float64)
+    if not (np.isfinite(probabilities).all() and (probabilities >= 0).all() and (probabilities <= 1).all()):
+        raise ValueError("p_elliptical must be probabilities in [0, 1] (no NaN or infinity)")
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}") from None
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold}")
+    return labels.astype(np.int64), probabilities, threshold
+
+
+def _predicted_labels(probabilities, threshold):
+    return np.where(probabilities >= threshold, ELLIPTICAL, SPIRAL)
+
+
+# --------------------------------------------------------------------------- text and JSON
+
+
+def format_metrics(metrics):
+    """The evaluation as readable text: accuracy, confusion matrix, per-class report, ROC AUC."""
+    matrix = metrics["confusion_matrix"]
+    names = metrics["class_names"]
+    n_galaxies = metrics["n_galaxies"]
+    correct = sum(matrix[index][index] for index in range(len(names)))
+    lines = [
+        f"Test galaxies: {n_galaxies} (predicted elliptical when p(elliptical) >= {metrics['threshold']:g})",
+        f"Accuracy: {metrics['accuracy']:.1%} ({correct} of {n_galaxies} correct)",
+        "",
+        "Confusion matrix (rows: true class, columns: predicted class)",
+    ]
+    row_headers = [f"true {name}" for name in names]
+    column_headers = [f"predicted {name}" for name in names]
+    first_width = max(len(header) for header in row_headers)
+    widths = [max(len(header), 6) for header in column_headers]
+    lines.append(" " * first_width + "".join(f"  {header:>{width}}" for header, width in zip(column_headers, widths)))
+    for header, row in zip(row_headers, matrix):
+        lines.append(f"{header:<{first_width}}" + "".join(f"  {count:>{width}}" for count, width in zip(row, widths)))
+
+    lines += ["", "Per-class report"]
+    name_width = max(len("class"), *(len(name) for name in names))
+    lines.append(f"{'class':<{name_width}}  precision  recall     F1  support")
+    for name in names:
+        report = metrics["per_class"][name]
+        lines.append(
+            f"{name:<{name_width}}  {report['precision']:>9.3f}  {report['recall']:>6.3f}"
+            f"  {report['f1']:>5.3f}  {report['support']:>7d}"
+        )
+    lines.append("")
+    if metrics["roc_auc"] is None:
+        note = metrics.get("roc_auc_note", "undefined: only one class in the true labels")
+        lines.append(f"ROC AUC: {note}")
+    else:
+        lines.append(f"ROC AUC: {metrics['roc_auc']:.3f}")
+    return "\n".join(lines)
+
+
+def write_metrics_json(metrics, path, extra=None):
+    """Write ``metrics`` (plus the ``extra`` entries, e.g. model and data paths) as JSON, atomically."""
+    write_text_atomic(path, json.dumps(_merged(metrics, extra), indent=2) + "\n")
+
+
+def _merged(metrics, extra):
+    extra = dict(extra or {})
+    clashes = sorted(set(extra) & set(metrics))
+    if clashes:
+        raise ValueError(f"extra must not replace metric entries; clashing keys: {', '.join(clashes)}")
+    return _json_ready({**metrics, **extra})
+
+
+def _json_ready(value):
+    """Plain JSON types: numpy scalars and arrays unpacked, paths as text, NaN/inf as null."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # a diverged loss; strict JSON has no NaN
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def _new_figure(width, height):
+    """A figure drawn by the Agg canvas, independent of pyplot and of any display."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure, path):
+    try:
+        with atomic_output(path) as temporary:
+            # the temporary name ends in .tmp, so the format must be explicit
+            figure.savefig(temporary, format="png", dpi=DPI)
+    finally:
+        figure.clear()
+
+
+def plot_training_curves(history, path):
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    history = _validated_history(history)
+    figure = _new_figure(11, 4.2)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    accuracy_key = "accuracy" if "accuracy" in history else "acc"
+    panels = [(loss_axes, "loss", "Loss"), (accuracy_axes, accuracy_key, "Accuracy")]
+    for axes, key, title in panels:
+        for series, label, style in ((key, "training", "-"), (f"val_{key}", "validation", "--")):
+            values = history.get(series)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                marker = "o" if len(values) <= 30 else None
+                axes.plot(epochs, values, style, marker=marker, markersize=4, label=label)
+        axes.set_title(title if history.get(key) else f"{title} (not recorded)")
+        axes.set_xlabel("Epoch")
+        axes.set_ylabel(title.lower())
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
+    _mark_best_epoch(loss_axes, history.get("val_loss"))
+    for axes in (loss_axes, accuracy_axes):
+        if axes.lines:
+            axes.legend()
+    figure.suptitle("Training curves")
+    _save_figure(figure, path)
+
+
+def _validated_history(history):
+    history = getattr(history, "history", history)  # a keras History object or its dict
+    if not isinstance(history, dict) or not history.get("loss"):
+        raise ValueError("history must be a dict like keras History.history with a non-empty 'loss' list")
+    return {
+        key: [float(value) for value in values]
+        for key, values in history.items()
+        if isinstance(values, (list, tuple, np.ndarray))  # per-epoch series only
+    }
+
+
+def _mark_best_epoch(axes, validation_loss):
+    # early stopping restores the weights of this epoch, so show where it is
+    if not validation_loss or len(validation_loss) < 2 or np.isnan(validation_loss).all():
+        return
+    best_epoch = int(np.nanargmin(validation_loss)) + 1
+    axes.axvline(best_epoch, color="grey", linestyle=":", label=f"lowest validation loss (epoch {best_epoch})")
+
+
+def plot_confusion_matrix(metrics, path):
+    """Counts and row percentages (share of each true class) in a shaded matrix."""
+    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    names = metrics["class_names"]
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+
+    figure = _new_figure(5.6, 4.8)
+    axes = figure.subplots()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        share = f"{shares[row, column]:.1%}" if row_totals[row, 0] else "-"
+        colour = "white" if shares[row, column] > 0.6 else "black"
+        axes.text(column, row, f"{count}\n({share})", ha="center", va="center", color=colour, fontsize=13)
+    axes.set_xticks(range(len(names)), [f"{name}" for name in names])
+    axes.set_yticks(range(len(names)), [f"{name}" for name in names])
+    axes.set_xlabel("Predicted class")
+    axes.set_ylabel("True class")
+    axes.set_title(f"Confusion matrix: {metrics['n_galaxies']} test galaxies, accuracy {metrics['accuracy']:.1%}")
+    figure.colorbar(image, ax=axes, label="share of the true class", shrink=0.85)
+    _save_figure(figure, path)
+
+
+def plot_roc_curve(true_labels, p_elliptical, path, threshold=0.5):
+    """ROC curve for finding ellipticals, AUC in the legend, the operating point marked."""
+    from sklearn import metrics as skm
+
+    labels, probabilities, threshold = _validate_predictions(true_labels, p_elliptical, threshold)
+    figure = _new_figure(5.2, 5.0)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUC = 0.5)")
+    present = np.unique(labels)
+    if len(present) == 2:
+        false_positive_rate, true_positive_rate, _ = skm.roc_curve(labels, probabilities)
+        auc = skm.roc_auc_score(labels, probabilities)
+        axes.plot(false_positive_rate, true_positive_rate, linewidth=2, label=f"model (AUC = {auc:.3f})")
+        predicted = _predicted_labels(probabilities, threshold)
+        axes.plot(
+            np.mean(predicted[labels == SPIRAL] == ELLIPTICAL),
+            np.mean(predicted[labels == ELLIPTICAL] == ELLIPTICAL),
+            "o", color="black", label=f"threshold p = {threshold:g}",
+        )
+        axes.legend(loc="lower right")
+    else:
+        only = CLASS_NAMES[present[0]]
+        axes.text(
+            0.5, 0.55, f"ROC curve undefined:\nall {len(labels)} test galaxies are {only}",
+            ha="center", va="center", fontsize=12, transform=axes.transAxes,
+            bbox={"facecolor": "white", "edgecolor": "grey"},
+        )
+    axes.set_xlim(-0.01, 1.01)
+    axes.set_ylim(-0.01, 1.01)
+    axes.set_aspect("equal")
+    axes.set_xlabel("False positive rate (spirals called elliptical)")
+    axes.set_ylabel("True positive rate (ellipticals found)")
+    axes.set_title("ROC curve, elliptical as the positive class")
+    axes.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def plot_misclassified(load_images, true_labels, p_elliptical, path, max_galaxies=16, sources=None, threshold=0.5):
+    """A grid of the worst test errors, most confidently wrong first; returns their indices.
+
+    ``load_images(indices)`` receives the chosen indices sorted ascending and
+    returns their uint8 images ``(k, height, width, 3)`` in that order, so only
+    those rows are ever read. With no errors the picture says so.
+    """
+    labels, probabilities, threshold = _validate_predictions(true_labels, p_elliptical, threshold)
+    if isinstance(max_galaxies, bool) or not isinstance(max_galaxies, (int, np.integer)) or max_galaxies < 1:
+        raise ValueError(f"max_galaxies must be a positive integer, got {max_galaxies!r}")
+    if sources is not None:
+        sources = list(sources)  # by position, whatever index a pandas Series carries
+        if len(sources) != len(labels):
+            raise ValueError(f"sources has {len(sources)} entries but there are {len(labels)} galaxies")
+
+    predicted = _predicted_labels(probabilities, threshold)
+    p_predicted = np.where(predicted == ELLIPTICAL, probabilities, 1 - probabilities)
+    errors = np.flatnonzero(predicted != labels)
+    worst = errors[np.argsort(-p_predicted[errors], kind="stable")][:max_galaxies]
+    chosen = [int(index) for index in worst]
+    if not chosen:
+        _plot_no_errors(len(labels), path)
+        return chosen
+
+    images = _load_chosen_images(load_images, chosen)
+    columns = math.ceil(math.sqrt(len(chosen)))
+    rows = math.ceil(len(chosen) / columns)
+    figure = _new_figure(max(2.5 * columns, 6.5), 2.75 * rows + 0.5)  # room for the title
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axes, index, image in zip(grid, chosen, images):
+        axes.imshow(image)
+        title = (
+            f"true {CLASS_NAMES[labels[index]]}\n"
+            f"predicted {CLASS_NAMES[predicted[index]]} (p = {p_predicted[index]:.2f})"
+        )
+        if sources is not None:
+            title = f"{_shortened(sources[index])}\n{title}"
+        axes.set_title(title, fontsize=8.5)
+    for axes in grid:
+        axes.axis("off")
+    figure.suptitle(
+        f"Misclassified test galaxies: {len(chosen)} of {len(errors)} shown, most confidently wrong first"
+    )
+    _save_figure(figure, path)
+    return chosen
+
+
+def _load_chosen_images(load_images, chosen):
+    sorted_indices = np.sort(np.asarray(chosen, dtype=np.int64))
+    images = np.asarray(load_images(sorted_indices))
+    if images.ndim not in (3, 4) or len(images) != len(sorted_indices):
+        raise ValueError(
+            f"load_images returned shape {images.shape} for {len(sorted_indices)} indices; "
+            "expected (k, height, width, 3)"
+        )
+    position = {int(index): row for row, index in enumerate(sorted_indices)}
+    return [images[position[index]] for index in chosen]
+
+
+def _shortened(source):
+    name = Path(str(source)).name or str(source)
+    if len(name) <= _SOURCE_NAME_CHARS:
+        return name
+    keep = _SOURCE_NAME_CHARS - 1
+    return f"{name[: keep // 2]}…{name[-(keep - keep // 2):]}"
+
+
+def _plot_no_errors(n_galaxies, path):
+    figure = _new_figure(6, 2.5)
+    axes = figure.subplots()
+    axes.axis("off")
+    axes.text(
+        0.5, 0.5, f"No misclassified galaxies\nall {n_galaxies} test galaxies were classified correctly",
+        ha="center", va="center", fontsize=13, transform=axes.transAxes,
+    )
+    _save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- everything at once
+
+
+def write_evaluation_report(
+    out_dir, true_labels, p_elliptical, load_images, history=None, sources=None, extra=None,
+    threshold=0.5, max_galaxies=16,
+):
+    """Write metrics.json and the pictures into ``out_dir``; return the metrics dict.
+
+    Pictures: confusion_matrix.png, roc_curve.png, misclassified.png, and
+    training_curves.png when ``history`` is given. Inputs are checked before
+    anything is written; metrics.json is written last.
+    """
+    metrics = classification_metrics(true_labels, p_elliptical, threshold)
+    if history is not None:
+        _validated_history(history)
+    _merged(metrics, extra)  # a clash with extra fails now, not after the pictures
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if history is not None:
+        plot_training_curves(history, out_dir / TRAINING_CURVES_FILE)
+    plot_confusion_matrix(metrics, out_dir / CONFUSION_MATRIX_FILE)
+    plot_roc_curve(true_labels, p_elliptical, out_dir / ROC_CURVE_FILE, threshold=threshold)
+    plot_misclassified(
+        load_images, true_labels, p_elliptical, out_dir / MISCLASSIFIED_FILE,
+        max_galaxies=max_galaxies, sources=sources, threshold=threshold,
+    )
+    write_metrics_json(metrics, out_dir / METRICS_FILE, extra=extra)
+    return metrics
+
+
+# --------------------------------------------------------------------------- screen
+
+
+def display_available():
+    """True when figures could be shown: macOS, Windows, or an X11/Wayland display."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_on_screen_if_possible(paths):
+    """Open the saved pictures in windows when a display exists; otherwise do nothing.
+
+    ``MPLBACKEND=Agg`` (as in the tests) or any other non-interactive backend
+    also means do nothing. Blocks until the windows are closed.
+    """
+    if not display_available() or os.environ.get("MPLBACKEND", "").lower() == "agg":
+        return
+    import matplotlib
+    import matplotlib.image
+    import matplotlib.pyplot as pyplot
+
+    if matplotlib.get_backend().lower() in ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template"):
+        return  # no GUI toolkit found: the files on disk are the result
+    figures = []
+    try:
+        for path in paths:
+            picture = matplotlib.image.imread(path)
+            height, width = picture.shape[:2]
+            figure = pyplot.figure(Path(path).name, figsize=(width / DPI, height / DPI), dpi=DPI)
+            figure.figimage(picture)
+            figures.append(figure)
+        pyplot.show()
+    except Exception as error:  # a broken GUI toolkit must not lose a finished run
+        warnings.warn(f"could not show the figures on screen ({error}); they are saved on disk", stacklevel=2)
+    finally:
+        for figure in figures:
+            pyplot.close(figure)

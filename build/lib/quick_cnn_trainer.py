@@ -1,0 +1,617 @@
+"""Train a convolutional network that tells spiral from elliptical galaxies, judge it, use it.
+
+Train (the seed's behaviour when run bare: data/ in, files out in the current directory):
+
+    python quick_cnn_trainer.py
+    python quick_cnn_trainer.py --data data --preset modern --out results/run1
+    python quick_cnn_trainer.py --data ../shared/data/gz1/labels.csv --preset modern --out results/gz1
+
+Training prints the confusion matrix with class names and a per-class report,
+and writes into ``--out``: ``metrics.json``, ``training_curves.png``,
+``confusion_matrix.png``, ``roc_curve.png``, ``misclassified.png``,
+``my-galaxy-model.keras`` and ``my-galaxy-model.h5``.
+
+Judge a saved model on labelled data, or classify images:
+
+    python quick_cnn_trainer.py evaluate --model my-galaxy-model.keras --data data --out results/eval
+    python quick_cnn_trainer.py predict --model my-galaxy-model.h5 --out predictions.csv cutouts/ a.jpg
+
+``--data`` is a directory written by ``sdss_query.py`` or a CSV with columns
+``file,label``. Images stream from disk in batches, so memory does not grow
+with the number of galaxies. The seed's steps are kept as functions:
+:func:`get_data`, :func:`clean_data` and :func:`create_cnn`.
+Run ``python quick_cnn_trainer.py --help`` (or ``evaluate --help``,
+``predict --help``) for every option. TensorFlow is imported only once the
+arguments and data have been checked.
+"""
+
+import argparse
+import dataclasses
+import functools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_classification import CLASS_NAMES, datasets, parameters
+from galaxy_classification.skyserver import SDSSQueryError
+from galaxy_classification.storage import DataFileError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+PRETRAINED_NAME = "sdss-gz1.keras"
+
+
+def _pretrained_model():
+    """The shipped model: models/ of a checkout, or where ``pip install`` put it."""
+    checkout = PROJECT_ROOT / "models" / PRETRAINED_NAME
+    installed = Path(sys.prefix) / "share" / "galaxy-classification" / "models" / PRETRAINED_NAME
+    return checkout if checkout.is_file() or not installed.is_file() else installed
+
+
+DEFAULT_MODEL = _pretrained_model()
+MODEL_STEM = "my-galaxy-model"
+COMMANDS = ("train", "evaluate", "predict", "classify")
+PRESET_NAMES = ("seed", "modern")
+PREFETCH_WORKERS = 2
+PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
+
+
+class UsageError(ValueError):
+    """A command-line value the trainer cannot use."""
+
+
+# --------------------------------------------------------------------------- the seed's steps
+
+
+def get_data(data="data", field_of_view=None):
+    """Open the galaxies of ``data`` (a sdss_query directory or a ``file,label`` CSV).
+
+    Returns a :class:`galaxy_classification.datasets.GalaxyData`; nothing is
+    loaded: ``images, labels = get_data()`` gives a lazy image store (read rows
+    with ``images.read(indices)``, uint8) and the int labels; ``.field`` says
+    what the frames show. ``field_of_view`` (petroR90 across) overrides it.
+    """
+    return datasets.open_training_data(data, field_of_view)
+
+
+def clean_data(images, labels, crop_fraction=1.0, image_size=None):
+    """One batch as the network wants it: float32 images in [0, 1] and one-hot labels.
+
+    The seed min-max scaled and one-hot encoded the whole arrays up front; here
+    the pipeline calls this for every batch, so no float copy of the data set
+    ever exists. ``crop_fraction`` and ``image_size`` crop and resize on the fly.
+    """
+    return prepare_images(images, crop_fraction, image_size), datasets.one_hot(labels)
+
+
+def prepare_images(images, crop_fraction=1.0, image_size=None):
+    """uint8 batch -> float32 batch in [0, 1], cropped and resized when asked."""
+    if crop_fraction >= 1.0 and (image_size is None or image_size == images.shape[1] == images.shape[2]):
+        return datasets.scale_images(images)
+    from galaxy_classification import models
+
+    # a few images at a time: a whole batch of 512² frames as float32 would be 200 MB per batch in flight
+    return np.concatenate([
+        models.preprocess_images(images[start:start + PREPARE_CHUNK], crop_fraction, image_size).numpy()
+        for start in range(0, len(images), PREPARE_CHUNK)
+    ])
+
+
+def create_cnn(input_shape=(512, 512, 3)):
+    """The seed's network: Conv2D(16, 3×3) → BatchNorm → MaxPool(3) → Dropout(0.25)
+    → Flatten → Dense(64) → BatchNorm → Dropout(0.5) → Dense(2, softmax);
+    29,594,562 parameters at 512 × 512 × 3."""
+    from galaxy_classification import models
+
+    return models.create_seed_cnn(input_shape)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None):
+    """The preset's recipe with the command-line overrides applied, and the
+    crop computed from the data's field of view (``crop`` overrides it).
+
+    A preset with ``min_steps_per_epoch`` shrinks its batch (not below 8) on
+    small samples so each epoch still takes that many optimiser steps: 180
+    training galaxies in batches of 64 would give 3 steps an epoch, too few
+    for the network (or BatchNorm's statistics) to settle before early stopping.
+    """
+    import dataclasses
+
+    from galaxy_classification import models
+
+    preset = models.PRESETS[preset_name]
+    if crop is not None:
+        crop_fraction = crop
+    elif preset.view_petro_radii is None:
+        crop_fraction = 1.0
+    else:
+        crop_fraction = float(np.median(data.crops(preset.view_petro_radii)))
+    changes = {"crop_fraction": crop_fraction}
+    if image_size is not None:
+        changes["image_size"] = image_size
+    elif preset.image_size is None:
+        changes["image_size"] = max(1, round(data.native_image_size() * crop_fraction))
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    elif preset.min_steps_per_epoch and n_train:
+        changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
+    return dataclasses.replace(preset, **changes)
+
+
+def training_crops(galaxies, settings, crop=None):
+    """Each training frame's centre fraction: the same sky for every galaxy,
+    whatever field its frame has (one crop for all with ``--crop``)."""
+    if crop is not None or settings.view_petro_radii is None:
+        return np.full(len(galaxies), settings.crop_fraction)
+    return galaxies.crops(settings.view_petro_radii)
+
+
+def known_training_field(galaxies, data):
+    """The field of the training frames; the seed's cutouts, said once, when nothing records it."""
+    from galaxy_classification import field_of_view
+
+    if galaxies.field is None and galaxies.row_fields is None:
+        galaxies.field = field_of_view.assume(
+            field_of_view.SEED_FIELD, str(data),
+            f"no {datasets.FIELD_COLUMN} column, no {field_of_view.DATASET_FILE} beside it")
+    if galaxies.field is not None:
+        return galaxies.field
+    return field_of_view.FieldOfView(float(np.median(galaxies.row_fields)), source="given")
+
+
+def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
+          seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None):
+    """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
+
+    ``steps_per_epoch`` limits each epoch to that many batches of a fresh
+    shuffle (quick trials on big data); validation and test still use every
+    galaxy. ``field_of_view`` (petroR90 across) states the frames' field when
+    the data does not record it.
+    """
+    galaxies = get_data(data, field_of_view)
+    skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
+    print(f"{len(galaxies)} galaxies from {data}{skipped}")
+    field = known_training_field(galaxies, data)
+    train_rows, validation_rows, test_rows = datasets.split_indices(len(galaxies), test_size=test_fraction)
+    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
+    crops = training_crops(galaxies, settings, crop)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from galaxy_classification import models, reports
+
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+    size = settings.image_size
+    images, prepare = _training_images(galaxies, out_dir, crops, size, progress)
+    labels = galaxies.labels
+
+    class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings.class_weights else None
+
+    def batches(rows, training=False, with_labels=True, max_batches=None):
+        augment = settings.augment
+        return datasets.as_keras_dataset(datasets.GalaxyBatches(
+            images, rows, labels if with_labels else None, settings.batch_size, prepare,
+            shuffle=training, seed=seed or 0,
+            augment=functools.partial(models.augment_batch, **dataclasses.asdict(augment))
+            if training and augment else None,
+            class_weights=class_weights,
+            max_batches=max_batches,
+        ), workers=PREFETCH_WORKERS, image_side=size)
+
+    training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch)
+    core_model = models.build_core_model(settings, size)
+    steps = len(training_batches)
+    models.compile_model(core_model, settings, steps)
+    callbacks = []
+    if settings.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+    view = field.petro_radii * settings.crop_fraction
+    print(f"preset {preset}: {core_model.count_params():,} parameters, {size}px images "
+          f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
+          f"{settings.epochs} epochs of batch {settings.batch_size}; "
+          f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
+    started = time.perf_counter()
+    history = core_model.fit(
+        training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
+        callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+    )
+    training_seconds = time.perf_counter() - started
+    p_elliptical = core_model.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
+    history = history.history  # the History callback holds the model; keep only the numbers
+
+    models.forget_optimizer(core_model)
+    models.save_classifier_files(core_model, out_dir / MODEL_STEM, settings.crop_fraction, size, field)
+
+    epochs_run = len(history["loss"])
+    metrics = reports.write_evaluation_report(
+        out_dir, labels[test_rows], p_elliptical,
+        load_images=lambda positions: images.read(test_rows[positions]),
+        history=history, sources=[galaxies.sources[row] for row in test_rows],
+        extra={
+            "command": "train", "data": str(data), "preset": preset, "seed": seed,
+            "image_size": size, "crop_fraction": round(settings.crop_fraction, 6),
+            "field_of_view": {"data": field.to_json(), "data_source": field.source,
+                              "model_view_petro_radii": round(view, 4)},
+            "batch_size": settings.batch_size,
+            "epochs_planned": settings.epochs, "epochs_run": epochs_run,
+            "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
+            "training_seconds": round(training_seconds, 1),
+            "steps_per_epoch": steps,
+            "training_images_per_second": round(
+                min(len(train_rows), steps * settings.batch_size) * epochs_run / training_seconds, 2),
+        },
+    )
+    print(reports.format_metrics(metrics))
+    print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
+          f"float32 in [0, 1] at {size} px); metrics and pictures in {out_dir}/")
+    reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
+    return metrics
+
+
+def _training_images(galaxies, out_dir, crops, size, progress):
+    """Where training reads its uint8 images from, and how it turns them into model input.
+
+    Frames that need no crop or resize (the seed preset at the frames' own
+    size) are read as they are. Otherwise every frame is cropped and resized
+    once, with the saved model's own preprocessing, into a uint8 cache under
+    ``out/cache/`` (reused by later runs on the same data and settings), and
+    epochs only scale it to [0, 1].
+    """
+    from galaxy_classification import input_pipeline
+
+    if galaxies.form == "directory" and np.all(crops >= 1.0) and galaxies.native_image_size() == size:
+        return galaxies.images, datasets.scale_images
+    cache = input_pipeline.preprocessed_cache(galaxies, out_dir / "cache", crops, size, progress=progress)
+    return cache, datasets.scale_images
+
+
+def _keras_verbosity(progress):
+    if not progress:
+        return 0
+    return 1 if sys.stdout.isatty() else 2  # a bar on a terminal, one line per epoch in a log
+
+
+# --------------------------------------------------------------------------- evaluate and predict
+
+
+def _load_model(model_path):
+    """The saved classifier (:class:`galaxy_classification.models.Classifier`)."""
+    from galaxy_classification import models
+
+    if model_path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise UsageError(
+                f"--model not given and the pretrained model {DEFAULT_MODEL} is not there; "
+                "train one (it saves my-galaxy-model.keras) and pass --model")
+        model_path = DEFAULT_MODEL
+    try:
+        return models.load_model(model_path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def input_crops(classifier, galaxies, crop=None):
+    """One crop per galaxy that shows the sky ``classifier`` was trained on;
+    ``crop`` (``--crop``) replaces them all."""
+    if crop is not None:
+        return np.full(len(galaxies), crop)
+    if classifier.view_petro_radii is not None and galaxies.row_fields is not None:
+        return galaxies.crops(classifier.view_petro_radii)
+    return np.full(len(galaxies), classifier.crop_for(galaxies.field, str(galaxies.path)))
+
+
+def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None, predictions="predictions.csv"):
+    """Judge a saved model on every galaxy of labelled ``data``; write the report
+    and each galaxy's probabilities into ``out/predictions`` (.csv, .ecsv, .fits, .vot)."""
+    import pandas as pd
+
+    from galaxy_classification import models, reports, tables
+
+    _table_format(predictions)
+    classifier = _load_model(model)
+    galaxies = get_data(data, field_of_view)
+    crops = input_crops(classifier, galaxies, crop)
+    probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
+    metrics = reports.write_evaluation_report(
+        out, galaxies.labels, probabilities[:, 1],
+        load_images=functools.partial(_images_for_display, galaxies.images),
+        sources=galaxies.sources,
+        extra={"command": "evaluate", "model": str(model or DEFAULT_MODEL), "data": str(data),
+               "skipped_unlabelled": galaxies.skipped,
+               "field_of_view": {"model": classifier.field_record(),
+                                 "data": galaxies.field.to_json() if galaxies.field else None,
+                                 "crop_fraction": round(float(np.median(crops)), 6)}},
+    )
+    per_galaxy = pd.DataFrame({"source": galaxies.sources, "label": galaxies.labels,
+                               "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]})
+    objids = _catalogue_objids(galaxies)
+    if objids is not None:
+        release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
+        per_galaxy = tables.with_explore_links(per_galaxy.assign(objid=objids), release)
+    tables.write_table(per_galaxy, Path(out) / predictions,
+                       meta={"model": classifier.name, "model_sha256": classifier.sha256})
+    print(reports.format_metrics(metrics))
+    print(f"metrics, pictures and {predictions} in {out}/")
+    return metrics
+
+
+def _images_for_display(images, rows):
+    """uint8 images of the given rows at one common size (files may differ in size)."""
+    if isinstance(images, datasets.NpyImages):
+        return images.read(rows)
+    from PIL import Image
+
+    pictures = [images.read_one(row) for row in rows]
+    side = pictures[0].shape[0]
+    return np.stack([
+        picture if picture.shape[:2] == (side, side)
+        else np.asarray(Image.fromarray(picture).resize((side, side), Image.BILINEAR))
+        for picture in pictures
+    ])
+
+
+def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, field_of_view=None,
+            min_confidence=None):
+    """Classify the galaxies in ``paths``; write and return a table with columns
+    source, p_spiral, p_elliptical, predicted (spiral, elliptical, or uncertain
+    below ``min_confidence``), crop (the centre fraction the model looked at),
+    and objid with its SkyServer link when the input has a catalogue. ``out``
+    ends in .csv, .ecsv, .fits or .vot."""
+    import pandas as pd
+
+    from galaxy_classification import classify as classify_module
+    from galaxy_classification import models, tables
+
+    _table_format(out)
+    inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
+    classifier = _load_model(model)
+    parts = []
+    for galaxies in inputs:
+        crops = input_crops(classifier, galaxies, crop)
+        probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
+        part = pd.DataFrame({
+            "source": galaxies.sources,
+            "p_spiral": probabilities[:, 0],
+            "p_elliptical": probabilities[:, 1],
+            "predicted": classify_module.predicted_classes(probabilities, min_confidence),
+            "crop": np.round(crops, 4),
+        })
+        objids = _catalogue_objids(galaxies)
+        if objids is not None:
+            release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
+            part["objid"] = objids
+            part = tables.with_explore_links(part, release)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    tables.write_table(table, out, meta={"model": classifier.name, "model_sha256": classifier.sha256})
+    counts = table["predicted"].value_counts()
+    names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
+    print(f"wrote {out}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
+    return table
+
+
+def _catalogue_objids(galaxies):
+    catalogue = galaxies.catalogue
+    if catalogue is None or "objid" not in catalogue.columns or len(catalogue) != len(galaxies):
+        return None
+    return [str(objid) for objid in catalogue["objid"]]
+
+
+def _table_format(out):
+    from galaxy_classification import tables
+
+    try:
+        return tables.table_format(out)
+    except ValueError as error:
+        raise UsageError(f"--out {error}") from None
+
+
+def classify(catalogue, model=None, out="classified.csv", login=True, data_release="DR15", workers=8,
+             progress=True, min_confidence=None):
+    """Classify the galaxies of a catalogue (see :mod:`galaxy_classification.classify`);
+    write and return the classified table."""
+    from galaxy_classification import classify as classify_module
+
+    release = parameters.data_release_name(data_release)
+    workers = parameters.positive_integer("workers", workers)
+    _table_format(out)
+    table = classify_module.read_catalogue(catalogue)  # bad input fails before the model loads
+    classify_module.checked_positions(table, catalogue)
+    classifier = _load_model(model)
+    try:
+        return classify_module.classify_catalogue(catalogue, classifier, out, login=login, data_release=release,
+                                                  workers=workers, progress=progress, min_confidence=min_confidence)
+    except classify_module.CatalogueError as error:
+        raise UsageError(str(error)) from None
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad value in one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bounded_int(minimum, maximum=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+    return parse
+
+
+def _fraction(minimum, maximum, meaning="a fraction"):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {meaning} between {minimum:g} and {maximum:g}, got {value:g}")
+        return value
+    return parse
+
+
+_crop_fraction = _fraction(0.05, 1.0, "a fraction of the frame")
+_test_fraction = _fraction(0.05, 0.5)
+_confidence = _fraction(0.5, 1.0, "a probability")
+_field_of_view = _fraction(0.1, 1000.0, "petroR90 across")
+
+
+CROP_OVERRIDE_HELP = (
+    "central fraction of each image the model looks at, overriding the crop computed from the frames' "
+    "field of view and the model's (default: computed)")
+FIELD_OF_VIEW_HELP = (
+    "how much sky the frames show, in petroR90 across, when the data does not record it (sdss_query's "
+    "dataset.json and a CSV's field_of_view column do): e.g. 5.12 for sdss_query's defaults (512 px at "
+    "0.01 x petroR90_g), 10.152 for Galaxy Zoo 1 frames (423 px at 0.024 x petroR90_r)")
+
+
+def build_parser(command="train"):
+    prog = "quick_cnn_trainer.py" if command == "train" else f"quick_cnn_trainer.py {command}"
+    if command == "evaluate":
+        parser = _Parser(prog=prog, description="Judge a saved model on labelled galaxies; write metrics and pictures.")
+        parser.add_argument("--model", required=True, help="a .keras or .h5 model saved by the trainer")
+        parser.add_argument("--data", required=True, help="a sdss_query data directory or a file,label CSV")
+        parser.add_argument("--out", default=".", help="directory for metrics.json and pictures (default .)")
+        parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
+        parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+        parser.add_argument("--predictions", default="predictions.csv",
+                            help="per-galaxy table written into --out; .csv, .ecsv, .fits or .vot (default "
+                                 "predictions.csv)")
+        return parser
+    if command == "predict":
+        parser = _Parser(prog=prog, description="Classify galaxy images with a saved model.")
+        parser.add_argument("paths", nargs="+", metavar="PATH",
+                            help="image files, a directory of images, a CSV with a 'file' column, or a galaxy_images.npy")
+        parser.add_argument("--model", default=None,
+                            help=f"a .keras or .h5 model (default: the shipped {PRETRAINED_NAME})")
+        parser.add_argument("--out", default="predictions.csv",
+                            help="output table: .csv, .ecsv, .fits or .vot (default predictions.csv)")
+        parser.add_argument("--crop", type=_crop_fraction, help=CROP_OVERRIDE_HELP)
+        parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+        parser.add_argument("--min-confidence", type=_confidence,
+                            help="call a galaxy 'uncertain' when its larger probability is below this")
+        return parser
+    if command == "classify":
+        parser = _Parser(prog=prog, description="Classify a catalogue of galaxies (ra, dec [, objid, petroR90_r]): "
+                                                "radii looked up in SDSS, cutouts fetched at the model's field of "
+                                                "view, a classified catalogue written.")
+        parser.add_argument("catalogue", metavar="CATALOGUE",
+                            help="CSV, ECSV, FITS or VOTable with ra and dec in degrees; optional objid, "
+                                 "petroR90_r / petroR90_g (arcsec), label")
+        parser.add_argument("--model", default=None,
+                            help=f"a .keras or .h5 model (default: the shipped {PRETRAINED_NAME})")
+        parser.add_argument("--out", default="classified.csv",
+                            help="output table: .csv, .ecsv, .fits or .vot (default classified.csv); cutouts "
+                                 "are cached in OUT_cutouts/")
+        parser.add_argument("--no-login", action="store_true",
+                            help="look radii up with the SkyServer SQL search, no SciServer account")
+        parser.add_argument("--data-release", type=_data_release, default="DR15", help="SDSS data release (default DR15)")
+        parser.add_argument("--workers", type=_bounded_int(1, 64), default=8, help="concurrent cutout downloads (default 8)")
+        parser.add_argument("--min-confidence", type=_confidence,
+                            help="call a galaxy 'uncertain' when its larger probability is below this")
+        return parser
+    parser = _Parser(
+        prog=prog,
+        description="Train a CNN to tell spiral (0) from elliptical (1) galaxies, report on a held-out 30%, "
+                    "save my-galaxy-model.h5 and .keras.",
+        epilog="other commands: 'quick_cnn_trainer.py evaluate --help', 'quick_cnn_trainer.py predict --help'",
+    )
+    add = parser.add_argument
+    add("--data", default="data", help="a sdss_query data directory or a CSV with columns file,label (default data/)")
+    add("--preset", choices=PRESET_NAMES, default="seed",
+        help="seed: the original network (default); modern: small, fast, augmented, for galaxies")
+    add("--epochs", type=_bounded_int(1), help="training epochs (preset: seed 15, modern 30 with early stopping)")
+    add("--batch-size", type=_bounded_int(1), help="images per batch (preset: seed 5, modern 64)")
+    add("--image-size", type=_bounded_int(parameters.MIN_IMAGE_SIZE, parameters.MAX_IMAGE_SIZE),
+        help="network input side in pixels (preset: seed the images' own size, modern 64)")
+    add("--crop", type=_crop_fraction,
+        help="keep this central fraction of each frame (default: computed from the data's field of view: the "
+             "seed preset keeps the whole frame, the modern one 3.55 x petroR90 across, e.g. 0.69 of an "
+             "sdss_query frame, 0.35 of a Galaxy Zoo 1 frame)")
+    add("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+    add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
+    add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
+    add("--steps-per-epoch", type=_bounded_int(1),
+        help="at most this many batches per epoch (quick trials on big data; default: all)")
+    add("--test-fraction", type=_test_fraction, default=datasets.TEST_SIZE,
+        help="fraction of the galaxies held out for the final test (default 0.3, the seed's 70/30 split; "
+             "smaller when the model is judged on a separate set, e.g. with evaluate)")
+    return parser
+
+
+def main(argv=None):
+    from galaxy_classification import quiet
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    parser = build_parser(command)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)")
+    arguments = parser.parse_args(argv)
+    quiet.show_logs(arguments.verbose)
+    try:
+        if command == "train":
+            train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
+                  arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
+                  test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view)
+        elif command == "evaluate":
+            evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
+                     field_of_view=arguments.field_of_view, predictions=arguments.predictions)
+        elif command == "predict":
+            predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
+                    field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence)
+        else:
+            classify(arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
+                     data_release=arguments.data_release, workers=arguments.workers,
+                     min_confidence=arguments.min_confidence)
+    except SDSSQueryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except DataFileError as error:
+        message = str(error)
+        parser.error(message if message.startswith("--") else f"{_data_flag(command)}: {message}")
+    except UsageError as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _data_flag(command):
+    return {"predict": "PATH", "classify": "CATALOGUE"}.get(command, "--data")
+
+
+def _data_release(text):
+    try:
+        return parameters.data_release_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from galaxy_classification import storage  # noqa: E402
+from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
 
 CHUNK = 100
 
@@ -48,5 +49,6 @@ def write_bench_data(directory, n_galaxies, size=512, seed=0):
             yield from chunk
 
     catalogue = pd.DataFrame({"objid": np.arange(n_galaxies).astype(str), "label": labels})
-    storage.write_datafiles(directory, catalogue, labels, images=images(), image_shape=(size, size, 3))
+    storage.write_datafiles(directory, catalogue, labels, images=images(), image_shape=(size, size, 3),
+                            field=FieldOfView.from_cutouts(0.01, size))  # the seed's cutouts: 0.01 x petroR90
     return Path(directory)

@@ -44,6 +44,9 @@ TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 ROC_CURVE_FILE = "roc_curve.png"
 MISCLASSIFIED_FILE = "misclassified.png"
+RELIABILITY_FILE = "reliability_diagram.png"
+COVERAGE_FILE = "accuracy_vs_coverage.png"
+SUSPECT_LABELS_FILE = "suspect_labels.csv"
 
 DPI = 100
 _LABELS = [SPIRAL, ELLIPTICAL]  # class order of every table and matrix
@@ -169,6 +172,17 @@ def format_metrics(metrics):
         lines.append(f"ROC AUC: {note}")
     else:
         lines.append(f"ROC AUC: {metrics['roc_auc']:.3f}")
+    calibrated = metrics.get("calibration")
+    if calibrated:
+        lines.append(f"Calibration: ECE {calibrated['expected_calibration_error']:.3f} ({calibrated['ece_bins']} bins), "
+                     f"Brier {calibrated['brier_score']:.3f}, log loss {calibrated['log_loss']:.3f}")
+        lines.append("Accuracy of the most confident: " + ", ".join(
+            f"{float(coverage):.0%} {entry['accuracy']:.1%}" for coverage, entry in calibrated["accuracy_at_coverage"].items()))
+    by_agreement = metrics.get("accuracy_by_agreement")
+    if by_agreement:
+        lines.append("Accuracy by volunteer agreement: " + ", ".join(
+            f"{level} {entry['accuracy']:.1%} ({entry['galaxies']})" if entry["accuracy"] is not None
+            else f"{level} - (0)" for level, entry in by_agreement.items()))
     return "\n".join(lines)
 
 
@@ -328,6 +342,76 @@ def plot_roc_curve(true_labels, p_elliptical, path, threshold=0.5):
     _save_figure(figure, path)
 
 
+def plot_reliability_diagram(calibration_report, path):
+    """Accuracy against the predicted class's mean probability, per bin, with the diagonal of honesty."""
+    figure = _new_figure(5.2, 5.0)
+    axes = figure.subplots()
+    axes.plot([0.5, 1], [0.5, 1], ":", color="grey", label="perfectly calibrated")
+    bins = calibration_report["reliability"]
+    if bins:
+        means = [entry["mean_probability"] for entry in bins]
+        accuracies = [entry["accuracy"] for entry in bins]
+        sizes = [20 + 200 * entry["galaxies"] / max(item["galaxies"] for item in bins) for entry in bins]
+        axes.plot(means, accuracies, "-", color="tab:blue")
+        axes.scatter(means, accuracies, s=sizes, color="tab:blue", zorder=3, label="model (area: galaxies in bin)")
+    axes.set_xlim(0.48, 1.01)
+    axes.set_ylim(0.0, 1.01)
+    axes.set_xlabel("probability of the predicted class")
+    axes.set_ylabel("fraction predicted correctly")
+    axes.set_title(f"Reliability (ECE {calibration_report['expected_calibration_error']:.3f})")
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def plot_accuracy_against_coverage(true_labels, p_elliptical, path):
+    """Accuracy of the most confident galaxies as more and more of them are kept."""
+    from galaxy_classification import calibration
+
+    labels = np.asarray(true_labels)
+    shares = np.linspace(0.05, 1.0, 96)
+    curve = calibration.accuracy_at_coverage(labels, p_elliptical, shares)
+    marked = calibration.accuracy_at_coverage(labels, p_elliptical)
+    figure = _new_figure(5.6, 4.2)
+    axes = figure.subplots()
+    axes.plot(shares, [entry["accuracy"] for entry in curve.values()], color="tab:blue")
+    for coverage, entry in marked.items():
+        axes.plot(float(coverage), entry["accuracy"], "o", color="black")
+        axes.annotate(f"{entry['accuracy']:.1%}", (float(coverage), entry["accuracy"]), textcoords="offset points",
+                      xytext=(0, 6), ha="center", fontsize=8)
+    axes.set_xlabel("coverage: share of galaxies kept, most confident first")
+    axes.set_ylabel("accuracy of those kept")
+    axes.set_title("Accuracy against coverage")
+    axes.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def suspect_labels(true_labels, p_elliptical, sources, objids=None, data_release="DR15", limit=200):
+    """The galaxies the model most confidently disagrees with, most confident first:
+    rank, source, objid, label, p_elliptical, confidence, explore_url."""
+    import pandas as pd
+
+    from galaxy_classification import tables
+
+    labels = np.asarray(true_labels, dtype=np.int64)
+    p_elliptical = np.asarray(p_elliptical, dtype=np.float64)
+    predicted = _predicted_labels(p_elliptical, 0.5)
+    confidence = np.where(predicted == ELLIPTICAL, p_elliptical, 1.0 - p_elliptical)
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    objids = [""] * len(labels) if objids is None else [str(objid) for objid in objids]
+    table = pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1),
+        "source": [str(sources[index]) if sources is not None else str(index) for index in order],
+        "objid": [objids[index] for index in order],
+        "label": [CLASS_NAMES[labels[index]] for index in order],
+        "predicted": [CLASS_NAMES[predicted[index]] for index in order],
+        "p_elliptical": np.round(p_elliptical[order], 5),
+        "confidence": np.round(confidence[order], 5),
+    })
+    return tables.with_explore_links(table, data_release)
+
+
 def plot_misclassified(load_images, true_labels, p_elliptical, path, max_galaxies=16, sources=None, threshold=0.5):
     """A grid of the worst test errors, most confidently wrong first; returns their indices.
 
@@ -411,15 +495,24 @@ def _plot_no_errors(n_galaxies, path):
 
 def write_evaluation_report(
     out_dir, true_labels, p_elliptical, load_images, history=None, sources=None, extra=None,
-    threshold=0.5, max_galaxies=16,
+    threshold=0.5, max_galaxies=16, agreement=None,
 ):
     """Write metrics.json and the pictures into ``out_dir``; return the metrics dict.
 
-    Pictures: confusion_matrix.png, roc_curve.png, misclassified.png, and
-    training_curves.png when ``history`` is given. Inputs are checked before
+    Pictures: confusion_matrix.png, roc_curve.png, misclassified.png,
+    reliability_diagram.png, accuracy_vs_coverage.png, and training_curves.png
+    when ``history`` is given. metrics.json holds calibration (ECE, Brier, log
+    loss, accuracy against coverage) and, with ``agreement`` (each galaxy's
+    volunteer agreement), accuracy by agreement. Inputs are checked before
     anything is written; metrics.json is written last.
     """
+    from galaxy_classification import calibration
+
     metrics = classification_metrics(true_labels, p_elliptical, threshold)
+    metrics["calibration"] = calibration.calibration_report(true_labels, p_elliptical)
+    by_agreement = calibration.agreement_report(true_labels, p_elliptical, agreement)
+    if by_agreement is not None:
+        metrics["accuracy_by_agreement"] = by_agreement
     if history is not None:
         _validated_history(history)
     _merged(metrics, extra)  # a clash with extra fails now, not after the pictures
@@ -429,6 +522,8 @@ def write_evaluation_report(
         plot_training_curves(history, out_dir / TRAINING_CURVES_FILE)
     plot_confusion_matrix(metrics, out_dir / CONFUSION_MATRIX_FILE)
     plot_roc_curve(true_labels, p_elliptical, out_dir / ROC_CURVE_FILE, threshold=threshold)
+    plot_reliability_diagram(metrics["calibration"], out_dir / RELIABILITY_FILE)
+    plot_accuracy_against_coverage(true_labels, p_elliptical, out_dir / COVERAGE_FILE)
     plot_misclassified(
         load_images, true_labels, p_elliptical, out_dir / MISCLASSIFIED_FILE,
         max_galaxies=max_galaxies, sources=sources, threshold=threshold,

@@ -168,9 +168,12 @@ def test_evaluation_report_writes_every_file_and_json_equals_metrics(tmp_path):
 
     metrics = reports.write_evaluation_report(out_dir, labels, p_elliptical, store, history=HISTORY)
 
-    assert metrics == reports.classification_metrics(labels, p_elliptical)
+    from galaxy_classification import calibration
+
+    assert metrics == {**reports.classification_metrics(labels, p_elliptical),
+                       "calibration": calibration.calibration_report(labels, p_elliptical)}
     assert json.loads((out_dir / "metrics.json").read_text()) == metrics
-    for name in (*REPORT_PICTURES, "training_curves.png"):
+    for name in (*REPORT_PICTURES, "training_curves.png", "reliability_diagram.png", "accuracy_vs_coverage.png"):
         assert png_written(out_dir / name), name
     assert leftover_temporary_files(out_dir) == []
 

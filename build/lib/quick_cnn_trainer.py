@@ -166,19 +166,27 @@ def known_training_field(galaxies, data):
 
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
-          seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None):
+          seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None,
+          ensemble=1, min_agreement=None):
     """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
 
     ``steps_per_epoch`` limits each epoch to that many batches of a fresh
     shuffle (quick trials on big data); validation and test still use every
     galaxy. ``field_of_view`` (petroR90 across) states the frames' field when
-    the data does not record it.
+    the data does not record it. ``ensemble`` K trains K networks from seeds
+    seed, seed+1, ... on the same split and saves their average as one model.
+    ``min_agreement`` keeps only galaxies whose Galaxy Zoo volunteers agreed at
+    least that much (the data must carry p_el_debiased / p_cs_debiased).
     """
+    from galaxy_classification import calibration
+
     galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
     field = known_training_field(galaxies, data)
-    train_rows, validation_rows, test_rows = datasets.split_indices(len(galaxies), test_size=test_fraction)
+    kept = _agreeing_galaxies(galaxies, min_agreement)
+    train_rows, validation_rows, test_rows = (kept[rows] for rows in
+                                              datasets.split_indices(len(kept), test_size=test_fraction))
     settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
     crops = training_crops(galaxies, settings, crop)
     out_dir = Path(out)
@@ -188,71 +196,76 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
 
     import keras
 
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.enable_op_determinism()
     size = settings.image_size
     images, prepare = _training_images(galaxies, out_dir, crops, size, progress)
     labels = galaxies.labels
-
     class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings.class_weights else None
 
-    def batches(rows, training=False, with_labels=True, max_batches=None):
+    def batches(rows, training=False, with_labels=True, max_batches=None, shuffle_seed=0):
         augment = settings.augment
         return datasets.as_keras_dataset(datasets.GalaxyBatches(
             images, rows, labels if with_labels else None, settings.batch_size, prepare,
-            shuffle=training, seed=seed or 0,
+            shuffle=training, seed=shuffle_seed,
             augment=functools.partial(models.augment_batch, **dataclasses.asdict(augment))
             if training and augment else None,
             class_weights=class_weights,
             max_batches=max_batches,
         ), workers=PREFETCH_WORKERS, image_side=size)
 
-    training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch)
-    core_model = models.build_core_model(settings, size)
-    steps = len(training_batches)
-    models.compile_model(core_model, settings, steps)
-    callbacks = []
-    if settings.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
     view = field.petro_radii * settings.crop_fraction
-    print(f"preset {preset}: {core_model.count_params():,} parameters, {size}px images "
-          f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
-          f"{settings.epochs} epochs of batch {settings.batch_size}; "
-          f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
-    started = time.perf_counter()
-    history = core_model.fit(
-        training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
-        callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
-    )
-    training_seconds = time.perf_counter() - started
-    p_elliptical = core_model.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
-    history = history.history  # the History callback holds the model; keep only the numbers
+    members, histories, training_seconds, steps = [], [], 0.0, 0
+    for member in range(ensemble):
+        member_seed = None if seed is None else seed + member
+        _seed_everything(keras, member_seed)
+        training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch,
+                                   shuffle_seed=(member_seed or 0))
+        core_model = models.build_core_model(settings, size, member if ensemble > 1 else None)
+        steps = len(training_batches)
+        models.compile_model(core_model, settings, steps)
+        callbacks = []
+        if settings.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+        which = f" (ensemble member {member + 1} of {ensemble})" if ensemble > 1 else ""
+        print(f"preset {preset}{which}: {core_model.count_params():,} parameters, {size}px images "
+              f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
+              f"{settings.epochs} epochs of batch {settings.batch_size}; "
+              f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
+        started = time.perf_counter()
+        history = core_model.fit(
+            training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
+            callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+        )
+        training_seconds += time.perf_counter() - started
+        histories.append(history.history)  # the History callback holds the model; keep only the numbers
+        models.forget_optimizer(core_model)
+        members.append(core_model)
+    network = members[0] if ensemble == 1 else models.average_of(members)
+    temperature, calibration_record = _calibrate(members, batches(validation_rows, with_labels=False),
+                                                 labels[validation_rows], progress)
+    p_elliptical = network.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
+    models.save_classifier_files(network, out_dir / MODEL_STEM, settings.crop_fraction, size, field, temperature)
 
-    models.forget_optimizer(core_model)
-    models.save_classifier_files(core_model, out_dir / MODEL_STEM, settings.crop_fraction, size, field)
-
-    epochs_run = len(history["loss"])
+    epochs_run = [len(history["loss"]) for history in histories]
     metrics = reports.write_evaluation_report(
         out_dir, labels[test_rows], p_elliptical,
         load_images=lambda positions: images.read(test_rows[positions]),
-        history=history, sources=[galaxies.sources[row] for row in test_rows],
+        history=histories[0], sources=[galaxies.sources[row] for row in test_rows],
+        agreement=None if (agreement := calibration.volunteer_agreement(galaxies.catalogue)) is None
+        else agreement[test_rows],
         extra={
             "command": "train", "data": str(data), "preset": preset, "seed": seed,
             "image_size": size, "crop_fraction": round(settings.crop_fraction, 6),
             "field_of_view": {"data": field.to_json(), "data_source": field.source,
                               "model_view_petro_radii": round(view, 4)},
-            "batch_size": settings.batch_size,
-            "epochs_planned": settings.epochs, "epochs_run": epochs_run,
+            "batch_size": settings.batch_size, "ensemble": ensemble, "min_agreement": min_agreement,
+            "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if ensemble == 1 else epochs_run,
             "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
             "training_seconds": round(training_seconds, 1),
+            "temperature_scaling": calibration_record,
             "steps_per_epoch": steps,
             "training_images_per_second": round(
-                min(len(train_rows), steps * settings.batch_size) * epochs_run / training_seconds, 2),
+                min(len(train_rows), steps * settings.batch_size) * sum(epochs_run) / training_seconds, 2),
         },
     )
     print(reports.format_metrics(metrics))
@@ -260,6 +273,58 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
           f"float32 in [0, 1] at {size} px); metrics and pictures in {out_dir}/")
     reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
     return metrics
+
+
+def _seed_everything(keras, seed):
+    if seed is None:
+        return
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _agreeing_galaxies(galaxies, min_agreement):
+    """Indices of the galaxies to use: all, or those with volunteer agreement >= ``min_agreement``."""
+    from galaxy_classification import calibration
+
+    everyone = np.arange(len(galaxies))
+    if min_agreement is None:
+        return everyone
+    agreement = calibration.volunteer_agreement(galaxies.catalogue)
+    if agreement is None:
+        raise UsageError(f"--min-agreement needs Galaxy Zoo vote fractions ({', '.join(calibration.FRACTION_COLUMNS)}) "
+                         "in the data's catalogue: fetch it with sdss_query.py --labels galaxyzoo")
+    kept = everyone[agreement >= min_agreement]
+    print(f"{len(kept)} of {len(galaxies)} galaxies have volunteer agreement >= {min_agreement:g}")
+    if len(kept) < 4:
+        raise UsageError(f"--min-agreement {min_agreement:g} leaves {len(kept)} galaxies, too few to train on")
+    return kept
+
+
+def _calibrate(members, validation_batches, validation_labels, progress):
+    """Fit one temperature on the validation split (for an ensemble: applied to
+    every member, then averaged) and fold it into the members; returns (T, a
+    record of validation log loss and ECE before and after)."""
+    from galaxy_classification import calibration, models
+
+    member_probabilities = np.stack([member.predict(validation_batches, verbose=_keras_verbosity(progress))
+                                     for member in members])
+    temperature = calibration.fit_temperature(member_probabilities, validation_labels)
+    before = calibration.calibration_report(validation_labels, member_probabilities.mean(axis=0)[:, 1])
+    after = calibration.calibration_report(
+        validation_labels, calibration.tempered_mean(member_probabilities, temperature)[:, 1])
+    for member in members:
+        models.fold_temperature(member, temperature)
+    print(f"temperature scaling on the validation split: T = {temperature:.3f}, log loss "
+          f"{before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['expected_calibration_error']:.4f} "
+          f"-> {after['expected_calibration_error']:.4f}")
+    record = {"temperature": round(temperature, 5), "fitted_on": "validation split",
+              "validation_log_loss": [round(before["log_loss"], 5), round(after["log_loss"], 5)],
+              "validation_ece": [round(before["expected_calibration_error"], 5),
+                                 round(after["expected_calibration_error"], 5)]}
+    return temperature, record
 
 
 def _training_images(galaxies, out_dir, crops, size, progress):
@@ -326,10 +391,12 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
     galaxies = get_data(data, field_of_view)
     crops = input_crops(classifier, galaxies, crop)
     probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
+    from galaxy_classification import calibration
+
     metrics = reports.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
         load_images=functools.partial(_images_for_display, galaxies.images),
-        sources=galaxies.sources,
+        sources=galaxies.sources, agreement=calibration.volunteer_agreement(galaxies.catalogue),
         extra={"command": "evaluate", "model": str(model or DEFAULT_MODEL), "data": str(data),
                "skipped_unlabelled": galaxies.skipped,
                "field_of_view": {"model": classifier.field_record(),
@@ -339,13 +406,16 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
     per_galaxy = pd.DataFrame({"source": galaxies.sources, "label": galaxies.labels,
                                "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]})
     objids = _catalogue_objids(galaxies)
+    release = _data_release_of(galaxies)
     if objids is not None:
-        release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
         per_galaxy = tables.with_explore_links(per_galaxy.assign(objid=objids), release)
     tables.write_table(per_galaxy, Path(out) / predictions,
                        meta={"model": classifier.name, "model_sha256": classifier.sha256})
+    suspects = reports.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources, objids, release)
+    tables.write_table(suspects, Path(out) / reports.SUSPECT_LABELS_FILE)
     print(reports.format_metrics(metrics))
-    print(f"metrics, pictures and {predictions} in {out}/")
+    print(f"metrics, pictures, {predictions} and {reports.SUSPECT_LABELS_FILE} (the {len(suspects)} galaxies it "
+          f"most confidently disagrees with) in {out}/")
     return metrics
 
 
@@ -392,9 +462,8 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         })
         objids = _catalogue_objids(galaxies)
         if objids is not None:
-            release = galaxies.field.data_release if galaxies.field and galaxies.field.data_release else "DR15"
             part["objid"] = objids
-            part = tables.with_explore_links(part, release)
+            part = tables.with_explore_links(part, _data_release_of(galaxies))
         parts.append(part)
     table = pd.concat(parts, ignore_index=True)
     tables.write_table(table, out, meta={"model": classifier.name, "model_sha256": classifier.sha256})
@@ -402,6 +471,11 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
     print(f"wrote {out}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
     return table
+
+
+def _data_release_of(galaxies):
+    release = galaxies.field.data_release if galaxies.field else None
+    return release if release and release.upper().startswith("DR") else "DR15"
 
 
 def _catalogue_objids(galaxies):
@@ -553,6 +627,11 @@ def build_parser(command="train"):
              "seed preset keeps the whole frame, the modern one 3.55 x petroR90 across, e.g. 0.69 of an "
              "sdss_query frame, 0.35 of a Galaxy Zoo 1 frame)")
     add("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+    add("--ensemble", type=_bounded_int(1, 20), default=1, metavar="K",
+        help="train K networks (seeds seed, seed+1, ...) and save their average as one model (default 1)")
+    add("--min-agreement", type=_fraction(0.5, 1.0, "a vote fraction"), metavar="A",
+        help="train only on galaxies whose Galaxy Zoo volunteers agreed at least this much (needs "
+             "p_el_debiased / p_cs_debiased in the data, as sdss_query.py --labels galaxyzoo writes)")
     add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
     add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
     add("--steps-per-epoch", type=_bounded_int(1),
@@ -577,7 +656,8 @@ def main(argv=None):
         if command == "train":
             train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
-                  test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view)
+                  test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
+                  ensemble=arguments.ensemble, min_agreement=arguments.min_agreement)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                      field_of_view=arguments.field_of_view, predictions=arguments.predictions)

@@ -157,8 +157,9 @@ class GalaxyPreprocessing(layers.Layer):
     """
 
     def __init__(self, crop_fraction=1.0, image_size=96, view_petro_radii=None, trained_field=None, band=None,
-                 **kwargs):
+                 temperature=1.0, **kwargs):
         super().__init__(**kwargs)
+        self.temperature = float(temperature)  # a record: the network's weights already hold it
         self.crop_fraction = float(crop_fraction)
         self.image_size = int(image_size)
         self.view_petro_radii = None if view_petro_radii is None else float(view_petro_radii)
@@ -173,7 +174,8 @@ class GalaxyPreprocessing(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "crop_fraction": self.crop_fraction, "image_size": self.image_size,
-                "view_petro_radii": self.view_petro_radii, "trained_field": self.trained_field, "band": self.band}
+                "view_petro_radii": self.view_petro_radii, "trained_field": self.trained_field, "band": self.band,
+                "temperature": self.temperature}
 
 
 def augment_batch(batch, rng, dihedral=True, max_shift=0.0, brightness=0.0):
@@ -205,7 +207,7 @@ def augment_batch(batch, rng, dihedral=True, max_shift=0.0, brightness=0.0):
 # --------------------------------------------------------------------------- networks
 
 
-def create_seed_cnn(input_shape=SEED_INPUT_SHAPE):
+def create_seed_cnn(input_shape=SEED_INPUT_SHAPE, name="seed_cnn"):
     """The seed's network, unchanged: 29,594,562 parameters at 512 × 512 × 3.
 
     The seed's second dropout rate is not recorded; 0.5, the usual choice
@@ -224,11 +226,12 @@ def create_seed_cnn(input_shape=SEED_INPUT_SHAPE):
             layers.Dropout(0.5),
             layers.Dense(2, activation="softmax"),
         ],
-        name="seed_cnn",
+        name=name,
     )
 
 
-def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1, 1, 2, 2), dropout=0.3):
+def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1, 1, 2, 2), dropout=0.3,
+                     name="modern_cnn"):
     """Conv-BN-ReLU blocks, each followed by 2× max pooling, then global average
     pooling and a 2-way softmax (p_spiral, p_elliptical)."""
     if len(widths) != len(convs_per_block):
@@ -246,14 +249,16 @@ def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1
     features = layers.GlobalAveragePooling2D()(features)
     features = layers.Dropout(dropout)(features)
     outputs = layers.Dense(len(CLASS_NAMES), activation="softmax", name="class_probabilities")(features)
-    return keras.Model(inputs, outputs, name="modern_cnn")
+    return keras.Model(inputs, outputs, name=name)
 
 
-def build_core_model(preset, image_size):
-    """The trainable network for a preset, taking float32 (size, size, 3) in [0, 1]."""
+def build_core_model(preset, image_size, member=None):
+    """The trainable network for a preset, taking float32 (size, size, 3) in [0, 1];
+    ``member`` numbers it within an ensemble (names must differ)."""
+    name = f"{preset.name}_cnn" + ("" if member is None else f"_{member}")
     if preset.name == "seed":
-        return create_seed_cnn((image_size, image_size, 3))
-    return build_modern_cnn(image_size, preset.widths, preset.convs_per_block, preset.dropout)
+        return create_seed_cnn((image_size, image_size, 3), name=name)
+    return build_modern_cnn(image_size, preset.widths, preset.convs_per_block, preset.dropout, name=name)
 
 
 def compile_model(model, preset, steps_per_epoch):
@@ -276,17 +281,54 @@ def compile_model(model, preset, steps_per_epoch):
     return model
 
 
-def wrap_for_saving(core_model, crop_fraction, image_size, trained_field=None):
+def wrap_for_saving(core_model, crop_fraction, image_size, trained_field=None, temperature=1.0):
     """raw uint8 (None, None, 3) -> GalaxyPreprocessing -> the trained network.
     ``trained_field`` (a FieldOfView) is the training frames' field; the
-    network then sees ``crop_fraction`` of it. Shares the trained weights."""
+    network then sees ``crop_fraction`` of it; ``temperature`` (already folded
+    into the network's weights, :func:`fold_temperature`) is recorded. Shares
+    the trained weights."""
     view = band = field = None
     if trained_field is not None:
         field, band = trained_field.petro_radii, trained_field.band
         view = round(field * crop_fraction, 6)
     raw_images = keras.Input(shape=(None, None, 3), dtype="uint8", name="raw_rgb_image")
-    model_input = GalaxyPreprocessing(crop_fraction, image_size, view, field, band, name="preprocessing")(raw_images)
+    model_input = GalaxyPreprocessing(crop_fraction, image_size, view, field, band, temperature,
+                                      name="preprocessing")(raw_images)
     return keras.Model(raw_images, core_model(model_input), name="galaxy_classifier")
+
+
+def softmax_layers(network):
+    """The Dense softmax layers that end ``network`` (one, or one per ensemble member)."""
+    found = [layer for layer in _all_layers(network)
+             if isinstance(layer, layers.Dense) and layer.activation is keras.activations.softmax]
+    if not found:
+        raise ValueError(f"{network.name} does not end in a Dense softmax layer")
+    return found
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def fold_temperature(network, temperature):
+    """Calibrate ``network`` in place: softmax(z / T) is softmax(log p / T), so
+    dividing its last Dense layers' weights by T gives the calibrated
+    probabilities with plain Keras layers (the .h5 stays loadable anywhere)."""
+    for layer in softmax_layers(network):
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel / temperature, bias / temperature])
+    return network
+
+
+def average_of(members):
+    """One network whose output is the mean of the members' probabilities:
+    plain Keras layers, so a saved ensemble loads anywhere."""
+    image = keras.Input(shape=members[0].input_shape[1:], name="image")
+    probabilities = layers.Average(name="ensemble_mean")([member(image) for member in members])
+    return keras.Model(image, probabilities, name=f"ensemble_of_{len(members)}")
 
 
 def forget_optimizer(model):
@@ -319,6 +361,7 @@ class Classifier:
     band: str = None
     name: str = ""
     sha256: str = ""
+    temperature: float = 1.0  # a record: the network's weights already hold it
 
     def crop_for(self, field, what="input"):
         """The centre fraction of frames with ``field`` (a FieldOfView, or None
@@ -341,7 +384,7 @@ class Classifier:
 
     def field_record(self):
         return {"view_petro_radii": self.view_petro_radii, "trained_field": self.trained_field,
-                "band": self.band, "image_size": self.image_size}
+                "band": self.band, "image_size": self.image_size, "temperature": self.temperature}
 
 
 def prediction_batch_size(image_size, pixels_per_batch=32 * 128 * 128):
@@ -380,13 +423,15 @@ def save_model(model, path, field_record=None):
     return path
 
 
-def save_classifier_files(core_model, stem, crop_fraction, image_size, trained_field):
-    """``stem.keras`` (self-preprocessing, raw uint8 of any size) and
-    ``stem.h5`` (the bare network: float32 [0, 1] at ``image_size``)."""
-    classifier = wrap_for_saving(core_model, crop_fraction, image_size, trained_field)
+def save_classifier_files(core_model, stem, crop_fraction, image_size, trained_field, temperature=1.0):
+    """``stem.keras`` (self-preprocessing, raw uint8 of any size, calibrated)
+    and ``stem.h5`` (the bare network: float32 [0, 1] at ``image_size``, its
+    softmax output as trained; the temperature is in its attributes)."""
+    classifier = wrap_for_saving(core_model, crop_fraction, image_size, trained_field, temperature)
     preprocessing = classifier.get_layer("preprocessing")
     record = {"view_petro_radii": preprocessing.view_petro_radii, "trained_field": preprocessing.trained_field,
-              "band": preprocessing.band, "image_size": image_size, "crop_fraction": crop_fraction}
+              "band": preprocessing.band, "image_size": image_size, "crop_fraction": crop_fraction,
+              "temperature": temperature}
     stem = Path(stem)
     save_model(core_model, stem.with_suffix(".h5"), record)
     save_model(classifier, stem.with_suffix(".keras"))
@@ -418,14 +463,15 @@ def load_model(path):
         layer = preprocessing[0]
         network = model.layers[model.layers.index(layer) + 1]
         return Classifier(model, network, layer.image_size, layer.crop_fraction, layer.view_petro_radii,
-                          layer.trained_field, layer.band, path.name, checksum)
+                          layer.trained_field, layer.band, path.name, checksum, layer.temperature)
     height, width = model.input_shape[1:3]
     if height is None or height != width:
         raise ValueError(f"--model {path}: takes {model.input_shape}, expected square images")
     record = _h5_field_record(path)
     crop = record.get("crop_fraction", 1.0)
     return Classifier(wrap_for_saving(model, crop, height), model, height, crop, record.get("view_petro_radii"),
-                      record.get("trained_field"), record.get("band"), path.name, checksum)
+                      record.get("trained_field"), record.get("band"), path.name, checksum,
+                      record.get("temperature", 1.0))
 
 
 def _h5_field_record(path):

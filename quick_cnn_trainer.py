@@ -51,7 +51,7 @@ def _pretrained_model():
 
 DEFAULT_MODEL = _pretrained_model()
 MODEL_STEM = "my-galaxy-model"
-COMMANDS = ("train", "evaluate", "predict", "classify")
+COMMANDS = ("train", "evaluate", "predict", "classify", "merge")
 PRESET_NAMES = ("seed", "modern")
 PREFETCH_WORKERS = 2
 PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
@@ -167,7 +167,7 @@ def known_training_field(galaxies, data):
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
           seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None,
-          ensemble=1, min_agreement=None):
+          ensemble=1, min_agreement=None, distribute="auto"):
     """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
 
     ``steps_per_epoch`` limits each epoch to that many batches of a fresh
@@ -177,8 +177,11 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     seed, seed+1, ... on the same split and saves their average as one model.
     ``min_agreement`` keeps only galaxies whose Galaxy Zoo volunteers agreed at
     least that much (the data must carry p_el_debiased / p_cs_debiased).
+    ``distribute`` is auto, none or mirrored (:mod:`galaxy_classification.distribute`):
+    with R replicas the global batch and the learning rate are R times the preset's.
     """
     from galaxy_classification import calibration
+    from galaxy_classification import distribute as distribution_module
 
     galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
@@ -189,6 +192,15 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
                                               datasets.split_indices(len(kept), test_size=test_fraction))
     settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
     crops = training_crops(galaxies, settings, crop)
+    try:
+        distribution = distribution_module.choose(distribute)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if distribution.replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
+        settings = dataclasses.replace(settings, batch_size=settings.batch_size * distribution.replicas,
+                                       learning_rate=settings.learning_rate * distribution.replicas)
+        print(f"{distribution.name}: {distribution.replicas} replicas, global batch {settings.batch_size}, "
+              f"learning rate {settings.learning_rate:g}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -219,9 +231,10 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
         _seed_everything(keras, member_seed)
         training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch,
                                    shuffle_seed=(member_seed or 0))
-        core_model = models.build_core_model(settings, size, member if ensemble > 1 else None)
         steps = len(training_batches)
-        models.compile_model(core_model, settings, steps)
+        with distribution.scope():
+            core_model = models.build_core_model(settings, size, member if ensemble > 1 else None)
+            models.compile_model(core_model, settings, steps)
         callbacks = []
         if settings.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -259,6 +272,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
             "field_of_view": {"data": field.to_json(), "data_source": field.source,
                               "model_view_petro_radii": round(view, 4)},
             "batch_size": settings.batch_size, "ensemble": ensemble, "min_agreement": min_agreement,
+            "distribution": distribution.record(),
             "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if ensemble == 1 else epochs_run,
             "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
             "training_seconds": round(training_seconds, 1),
@@ -435,26 +449,34 @@ def _images_for_display(images, rows):
 
 
 def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, field_of_view=None,
-            min_confidence=None):
+            min_confidence=None, shard=None):
     """Classify the galaxies in ``paths``; write and return a table with columns
     source, p_spiral, p_elliptical, predicted (spiral, elliptical, or uncertain
     below ``min_confidence``), crop (the centre fraction the model looked at),
     and objid with its SkyServer link when the input has a catalogue. ``out``
-    ends in .csv, .ecsv, .fits or .vot."""
+    ends in .csv, .ecsv, .fits or .vot. ``shard`` (k, N) classifies only the
+    k-th of N disjoint parts of the rows into ``OUT.part-k-of-N``, with each
+    row's place in the whole (see :mod:`galaxy_classification.parts`)."""
     import pandas as pd
 
     from galaxy_classification import classify as classify_module
-    from galaxy_classification import models, tables
+    from galaxy_classification import models, parts, tables
 
     _table_format(out)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
     classifier = _load_model(model)
-    parts = []
-    for galaxies in inputs:
-        crops = input_crops(classifier, galaxies, crop)
-        probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
-        part = pd.DataFrame({
-            "source": galaxies.sources,
+    offsets = np.cumsum([0] + [len(galaxies) for galaxies in inputs])
+    wanted = parts.part_rows(int(offsets[-1]), shard) if shard else np.arange(offsets[-1])
+    pieces = []
+    for galaxies, offset in zip(inputs, offsets[:-1]):
+        rows = wanted[(wanted >= offset) & (wanted < offset + len(galaxies))] - offset
+        if len(rows) == 0:
+            continue
+        crops = input_crops(classifier, galaxies, crop)[rows]
+        images = galaxies.images if len(rows) == len(galaxies) else datasets.subset_images(galaxies.images, rows)
+        probabilities = models.predict_probabilities(classifier, images, crops, progress=progress)
+        piece = pd.DataFrame({
+            "source": [galaxies.sources[row] for row in rows],
             "p_spiral": probabilities[:, 0],
             "p_elliptical": probabilities[:, 1],
             "predicted": classify_module.predicted_classes(probabilities, min_confidence),
@@ -462,14 +484,18 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         })
         objids = _catalogue_objids(galaxies)
         if objids is not None:
-            part["objid"] = objids
-            part = tables.with_explore_links(part, _data_release_of(galaxies))
-        parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
-    tables.write_table(table, out, meta={"model": classifier.name, "model_sha256": classifier.sha256})
+            piece["objid"] = [objids[row] for row in rows]
+            piece = tables.with_explore_links(piece, _data_release_of(galaxies))
+        if shard:
+            piece[parts.ROW_COLUMN] = rows + offset
+        pieces.append(piece)
+    table = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(
+        columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN])
+    target = parts.part_path(out, shard) if shard else Path(out)
+    tables.write_table(table, target, meta={"model": classifier.name, "model_sha256": classifier.sha256})
     counts = table["predicted"].value_counts()
     names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
-    print(f"wrote {out}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
+    print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
     return table
 
 
@@ -494,8 +520,20 @@ def _table_format(out):
         raise UsageError(f"--out {error}") from None
 
 
+def merge(out):
+    """Join the ``OUT.part-k-of-N`` tables of a sharded run into ``out``; return the table."""
+    from galaxy_classification import parts
+
+    try:
+        table = parts.merge_parts(out)
+    except ValueError as error:
+        raise UsageError(f"merge: {error}") from None
+    print(f"wrote {out}: {len(table)} rows from its parts")
+    return table
+
+
 def classify(catalogue, model=None, out="classified.csv", login=True, data_release="DR15", workers=8,
-             progress=True, min_confidence=None):
+             progress=True, min_confidence=None, shard=None):
     """Classify the galaxies of a catalogue (see :mod:`galaxy_classification.classify`);
     write and return the classified table."""
     from galaxy_classification import classify as classify_module
@@ -508,7 +546,8 @@ def classify(catalogue, model=None, out="classified.csv", login=True, data_relea
     classifier = _load_model(model)
     try:
         return classify_module.classify_catalogue(catalogue, classifier, out, login=login, data_release=release,
-                                                  workers=workers, progress=progress, min_confidence=min_confidence)
+                                                  workers=workers, progress=progress, min_confidence=min_confidence,
+                                                  shard=shard)
     except classify_module.CatalogueError as error:
         raise UsageError(str(error)) from None
 
@@ -557,6 +596,9 @@ _field_of_view = _fraction(0.1, 1000.0, "petroR90 across")
 CROP_OVERRIDE_HELP = (
     "central fraction of each image the model looks at, overriding the crop computed from the frames' "
     "field of view and the model's (default: computed)")
+SHARD_HELP = ("process only the k-th of N disjoint parts of the rows (k from 0) into OUT.part-k-of-N; "
+              "under a Slurm job array the default comes from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT; "
+              "join the parts with 'quick_cnn_trainer.py merge OUT'")
 FIELD_OF_VIEW_HELP = (
     "how much sky the frames show, in petroR90 across, when the data does not record it (sdss_query's "
     "dataset.json and a CSV's field_of_view column do): e.g. 5.12 for sdss_query's defaults (512 px at "
@@ -588,6 +630,12 @@ def build_parser(command="train"):
         parser.add_argument("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
         parser.add_argument("--min-confidence", type=_confidence,
                             help="call a galaxy 'uncertain' when its larger probability is below this")
+        parser.add_argument("--shard", type=_shard, metavar="k/N", help=SHARD_HELP)
+        return parser
+    if command == "merge":
+        parser = _Parser(prog=prog, description="Join the OUT.part-k-of-N tables of a sharded predict or classify "
+                                                "into OUT, refusing missing or duplicated rows.")
+        parser.add_argument("out", metavar="OUT", help="the table the parts were written for, e.g. predictions.csv")
         return parser
     if command == "classify":
         parser = _Parser(prog=prog, description="Classify a catalogue of galaxies (ra, dec [, objid, petroR90_r]): "
@@ -607,6 +655,7 @@ def build_parser(command="train"):
         parser.add_argument("--workers", type=_bounded_int(1, 64), default=8, help="concurrent cutout downloads (default 8)")
         parser.add_argument("--min-confidence", type=_confidence,
                             help="call a galaxy 'uncertain' when its larger probability is below this")
+        parser.add_argument("--shard", type=_shard, metavar="k/N", help=SHARD_HELP)
         return parser
     parser = _Parser(
         prog=prog,
@@ -627,6 +676,9 @@ def build_parser(command="train"):
              "seed preset keeps the whole frame, the modern one 3.55 x petroR90 across, e.g. 0.69 of an "
              "sdss_query frame, 0.35 of a Galaxy Zoo 1 frame)")
     add("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
+    add("--distribute", choices=("auto", "none", "mirrored", "multi-worker"), default="auto",
+        help="auto (default): every GPU with MirroredStrategy when there are several, else one device; "
+             "none; mirrored; multi-worker (TF_CONFIG; refused: Keras 3's fit does not support it)")
     add("--ensemble", type=_bounded_int(1, 20), default=1, metavar="K",
         help="train K networks (seeds seed, seed+1, ...) and save their average as one model (default 1)")
     add("--min-agreement", type=_fraction(0.5, 1.0, "a vote fraction"), metavar="A",
@@ -657,17 +709,21 @@ def main(argv=None):
             train(arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
                   test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
-                  ensemble=arguments.ensemble, min_agreement=arguments.min_agreement)
+                  ensemble=arguments.ensemble, min_agreement=arguments.min_agreement,
+                  distribute=arguments.distribute)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                      field_of_view=arguments.field_of_view, predictions=arguments.predictions)
         elif command == "predict":
             predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
-                    field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence)
+                    field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence,
+                    shard=_shard_or_environment(arguments.shard))
+        elif command == "merge":
+            merge(arguments.out)
         else:
             classify(arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
                      data_release=arguments.data_release, workers=arguments.workers,
-                     min_confidence=arguments.min_confidence)
+                     min_confidence=arguments.min_confidence, shard=_shard_or_environment(arguments.shard))
     except SDSSQueryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -684,6 +740,26 @@ def main(argv=None):
 
 def _data_flag(command):
     return {"predict": "PATH", "classify": "CATALOGUE"}.get(command, "--data")
+
+
+def _shard(text):
+    from galaxy_classification import parts
+
+    try:
+        return parts.parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _shard_or_environment(shard):
+    from galaxy_classification import parts
+
+    if shard is not None:
+        return shard
+    try:
+        return parts.shard_from_environment()
+    except ValueError as error:
+        raise UsageError(f"SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT: {error}") from None
 
 
 def _data_release(text):

@@ -77,6 +77,7 @@ def create_datafiles(
     image_size=512,
     dry_run=False,
     ecsv=False,
+    shard_size=None,
 ):
     """Write galaxy_data.csv, galaxy_images.npy and galaxy_labels.npy into ``out_dir``.
 
@@ -100,13 +101,18 @@ def create_datafiles(
     ``galaxy_classification.skyserver.SDSSQueryError``. Every argument is checked
     before any request or file write; a bad one raises ``ValueError``.
     ``ecsv=True`` also writes ``galaxy_data.ecsv``, the catalogue with units
-    (needs astropy). Returns the output directory as a ``pathlib.Path``.
+    (needs astropy). ``shard_size=K`` writes shards of at most K galaxies
+    (``shard-00000/`` ..., each a seed-format directory) instead of one set of
+    files: the trainer reads the directory of shards as one data set.
+    Returns the output directory as a ``pathlib.Path``.
     """
     sample = parameters.validate_sample_parameters(
         n_galaxies, galaxy_type, lower_z_limit, upper_z_limit, lower_flux_limit,
         upper_flux_limit, data_release, image_data, image_scale_factor, image_size,
     )
-    out_dir = _output_directory(out_dir, image_data)
+    if shard_size is not None:
+        shard_size = parameters.positive_integer("shard_size", shard_size)
+    out_dir = _output_directory(out_dir, image_data, shard_size)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
     rule = label_rule(labels)
@@ -120,13 +126,13 @@ def create_datafiles(
 
         tables.require_astropy("ecsv=True")
     if source == "synthetic":
-        out_dir = _create_synthetic(sample, out_dir, seed, dry_run)
+        out_dir = _create_synthetic(sample, out_dir, seed, dry_run, shard_size)
     else:
         from galaxy_classification import sdss_sample
 
         out_dir = sdss_sample.create_sdss_datafiles(
             sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
-            login=login, label_rule=rule, workers=workers, seed=seed, dry_run=dry_run,
+            login=login, label_rule=rule, workers=workers, seed=seed, dry_run=dry_run, shard_size=shard_size,
         )
     if ecsv and not dry_run:
         _write_ecsv(out_dir, sample)
@@ -134,15 +140,19 @@ def create_datafiles(
 
 
 def _write_ecsv(out_dir, sample):
+    import pandas as pd
+
     from galaxy_classification import storage, tables
 
-    catalogue = storage.read_catalogue(out_dir / storage.CATALOGUE_FILE)
+    directories = storage.shard_directories(out_dir) or [out_dir]
+    catalogue = pd.concat([storage.read_catalogue(directory / storage.CATALOGUE_FILE) for directory in directories],
+                          ignore_index=True)
     tables.write_table(catalogue, out_dir / "galaxy_data.ecsv",
                        meta={"data_release": sample.data_release, "image_scale_factor": sample.image_scale_factor,
                              "image_size": sample.image_size})
 
 
-def _output_directory(out_dir, image_data):
+def _output_directory(out_dir, image_data, shard_size=None):
     if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
         raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir)
@@ -153,16 +163,23 @@ def _output_directory(out_dir, image_data):
         # a new catalogue beside old images would pair labels with the wrong pictures
         raise ValueError(f"image_data=False, but {old_images} from an earlier sample is there; "
                          "choose another out_dir or delete that file")
+    # one data set per directory: shards beside single files would be read as one or the other
+    if shard_size is None and (out_dir / "shards.json").exists():
+        raise ValueError(f"out_dir {str(out_dir)!r} holds a sharded data set (shards.json); choose another "
+                         "out_dir, delete it, or pass shard_size")
+    if shard_size is not None and old_images.exists():
+        raise ValueError(f"shard_size given, but out_dir {str(out_dir)!r} holds an unsharded galaxy_images.npy; "
+                         "choose another out_dir or delete it")
     return out_dir
 
 
-def _create_synthetic(sample, out_dir, seed, dry_run):
+def _create_synthetic(sample, out_dir, seed, dry_run, shard_size=None):
     from galaxy_classification import synthetic
 
     if dry_run:
         print(f"dry run: would generate {sample.n_galaxies} synthetic galaxies into {out_dir}/")
         return out_dir
-    return synthetic.create_synthetic_datafiles(sample, out_dir, seed=seed)
+    return synthetic.create_synthetic_datafiles(sample, out_dir, seed=seed, shard_size=shard_size)
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -199,6 +216,8 @@ def build_argument_parser():
     add("--image-size", type=int, default=512, help="cutout side in pixels (default 512)")
     add("--dry-run", action="store_true", help="print the SQL and URLs that would be sent, send nothing")
     add("--ecsv", action="store_true", help="also write galaxy_data.ecsv, the catalogue with units (needs astropy)")
+    add("--shard-size", type=int, metavar="K",
+        help="write shards of at most K galaxies (shard-00000/ ...) instead of one galaxy_images.npy")
     return parser
 
 
@@ -215,7 +234,7 @@ def main(argv=None):
             out_dir=arguments.out, source="synthetic" if arguments.synthetic else "sdss",
             login=not arguments.no_login, labels=arguments.labels, workers=arguments.workers,
             seed=arguments.seed, image_size=arguments.image_size, dry_run=arguments.dry_run,
-            ecsv=arguments.ecsv,
+            ecsv=arguments.ecsv, shard_size=arguments.shard_size,
         )
     except ValueError as error:
         parser.error(str(error))

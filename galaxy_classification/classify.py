@@ -170,14 +170,16 @@ def look_up_by_position(lookup, rows):
 
 
 def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15", workers=8, progress=True,
-                       min_confidence=None):
+                       min_confidence=None, shard=None):
     """Classify the galaxies of the catalogue at ``path`` with ``classifier``
     (a :class:`models.Classifier`); write ``out`` (CSV) and return the table.
 
+    ``shard`` (k, N) classifies only the k-th of N disjoint parts of the rows
+    into ``OUT.part-k-of-N`` (:mod:`parts`); the cutout cache is shared.
     Raises CatalogueError (a ValueError) for bad input before any request,
     :class:`skyserver.SDSSQueryError` when SDSS fails as a whole.
     """
-    from . import models
+    from . import models, parts
 
     started = time.perf_counter()
     path, out = Path(path), Path(out)
@@ -185,6 +187,11 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
         raise CatalogueError(f"{classifier.name} does not record the field of view it was trained on, so its "
                              "cutouts cannot be cut to match; retrain it with this version")
     table = read_catalogue(path)
+    checked_positions(table, path)  # every row, before anything is sent
+    if shard is not None:
+        table = table.iloc[parts.part_rows(len(table), shard)]
+    row_numbers = table.index.to_numpy()
+    table = table.reset_index(drop=True)
     ra, dec, objids, radii = checked_positions(table, path)
     config.check_all()
     band = classifier.band or "r"
@@ -236,6 +243,9 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     result["model_sha256"] = classifier.sha256
     result["status"], result["reason"] = rows["status"], rows["reason"]
     result = tables.with_explore_links(result, data_release)
+    if shard is not None:
+        result[parts.ROW_COLUMN] = row_numbers
+        out = parts.part_path(out, shard)
     tables.write_table(result, out, meta={"model": classifier.name, "model_sha256": classifier.sha256,
                                           "data_release": data_release,
                                           "field_of_view_petro_radii": classifier.view_petro_radii})

@@ -82,6 +82,61 @@ class NpyImages:
         return batch
 
 
+    @property
+    def source_paths(self):
+        return [self.path]
+
+
+class ShardedImages(NpyImages):
+    """Several ``.npy`` image files read as one: row i of the whole is row
+    i - offset of the shard holding it. Each read maps only the shards it touches."""
+
+    def __init__(self, stores):
+        self.stores = list(stores)
+        shapes = {store.shape[1:] for store in self.stores}
+        if len(shapes) != 1:
+            raise DataFileError(f"shards hold images of different shapes {sorted(shapes)}")
+        self.offsets = np.cumsum([0] + [len(store) for store in self.stores])
+        self.shape = (int(self.offsets[-1]), *self.stores[0].shape[1:])
+        self.path = self.stores[0].path
+
+    @property
+    def source_paths(self):
+        return [store.path for store in self.stores]
+
+    def read(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        for shard in np.unique(shard_of):
+            chosen = shard_of == shard
+            batch[chosen] = self.stores[shard].read(indices[chosen] - self.offsets[shard])
+        return batch
+
+
+class RowSubset(NpyImages):
+    """Some rows of an :class:`NpyImages`, read as a store of their own."""
+
+    def __init__(self, images, rows):
+        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *images.shape[1:])
+        self.path = images.path
+
+    @property
+    def source_paths(self):
+        return self.images.source_paths
+
+    def read(self, indices):
+        return self.images.read(self.rows[np.asarray(indices, dtype=np.int64)])
+
+
+def subset_images(images, rows):
+    """The images of ``rows`` as a store of the same kind."""
+    if isinstance(images, NpyImages):
+        return RowSubset(images, rows)
+    return ImageFiles([images.paths[row] for row in rows])
+
+
 class ImageFiles:
     """Image files (JPEG, PNG, ...) decoded with Pillow when read, as RGB uint8."""
 
@@ -220,6 +275,9 @@ def directory_field(directory, what):
 
 
 def _open_directory(data_dir):
+    shards = storage.shard_directories(data_dir)
+    if shards is not None:
+        return _open_shards(data_dir, shards)
     images_memmap, labels, catalogue = storage.open_datafiles(data_dir)
     del images_memmap
     images = NpyImages(data_dir / storage.IMAGES_FILE)
@@ -228,6 +286,20 @@ def _open_directory(data_dir):
         sources = [f"objid {objid}" for objid in catalogue["objid"]]
     field = directory_field(data_dir, str(data_dir))
     return GalaxyData(data_dir, "directory", images, labels, sources, field=field, catalogue=catalogue)
+
+
+def _open_shards(data_dir, shards):
+    """A directory of seed-format shards, read as one data set."""
+    parts = [_open_directory(shard) for shard in shards]
+    fields = {part.field.petro_radii for part in parts}
+    if len(fields) > 1:
+        raise DataFileError(f"{data_dir}: its shards record different fields of view {sorted(fields)}")
+    catalogues = [part.catalogue for part in parts]
+    catalogue = pd.concat(catalogues, ignore_index=True) if all(c is not None for c in catalogues) else None
+    return GalaxyData(data_dir, "directory", ShardedImages([part.images for part in parts]),
+                      np.concatenate([part.labels for part in parts]),
+                      [source for part in parts for source in part.sources], field=parts[0].field,
+                      catalogue=catalogue)
 
 
 FIELD_COLUMN = "field_of_view"  # petroR90 across, one per image, in a CSV data set
@@ -313,6 +385,10 @@ def open_prediction_inputs(path, field_of_view=None):
 def _open_prediction_inputs(path):
     if path.is_dir():
         image_files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
+        if not image_files and storage.shard_directories(path) is not None:
+            data = _open_directory(path)
+            data.form, data.labels = "npy", None
+            return data
         if not image_files and (path / storage.IMAGES_FILE).is_file():
             return _open_prediction_inputs(path / storage.IMAGES_FILE)
         if not image_files:

@@ -20,6 +20,7 @@ with the next batch prepared in a thread while the model runs the current one
 (:func:`prepared_batches`). Memory stays flat in the number of galaxies.
 """
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_classification import storage
-from galaxy_classification.datasets import NpyImages
+from galaxy_classification.datasets import NpyImages, ShardedImages
 from galaxy_classification.storage import DataFileError
 
 CACHE_VERSION = 2  # bump when the cached pixels would change for the same inputs
@@ -78,7 +79,7 @@ def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_f
 def cache_key(data, crops, image_size, draft):
     """What the cached pixels depend on: the source files' identity, every crop, the size."""
     if isinstance(data.images, NpyImages):
-        sources = [data.images.path]
+        sources = data.images.source_paths
     else:
         sources = [data.path, *data.images.paths]
     identity = hashlib.sha1()
@@ -105,6 +106,11 @@ def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=
     from tqdm.auto import tqdm
 
     crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(data),)).copy()
+    if isinstance(data.images, ShardedImages):  # one cache file per shard, read as one
+        return ShardedImages([
+            preprocessed_cache(dataclasses.replace(data, path=store.path.parent, images=store), cache_dir,
+                               crops[start:stop], image_size, progress, draft)
+            for store, start, stop in zip(data.images.stores, data.images.offsets[:-1], data.images.offsets[1:])])
     target = cache_path(data, cache_dir, crops, image_size, draft)
     if target.is_file():
         try:

@@ -91,7 +91,8 @@ class Preset:
 
 
 # The seed's recipe: everything but the input size is fixed.
-SEED_PRESET = Preset(name="seed", view_petro_radii=None, image_size=None, epochs=15, batch_size=5)
+SEED_PRESET = Preset(name="seed", view_petro_radii=None, image_size=None, epochs=15, batch_size=5,
+                     learning_rate=1e-3)  # adam's own default, as the seed's optimizer="adam"
 
 # The modern recipe, tuned on the shared Galaxy Zoo 1 cutouts (validation split
 # only; see models/README.md): 3.55 x petroR90 across (a 0.35 centre crop of a
@@ -265,7 +266,8 @@ def compile_model(model, preset, steps_per_epoch):
     """The seed: adam, categorical cross-entropy. Modern: AdamW with a short
     warm-up then cosine decay over the planned epochs, label smoothing."""
     if preset.name == "seed":
-        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(preset.learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
         return model
     total_steps = max(1, steps_per_epoch * preset.epochs)
     warmup_steps = min(total_steps // 10, 200)

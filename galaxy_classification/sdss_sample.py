@@ -37,7 +37,7 @@ FAILED_CUTOUTS_FILE = "failed_cutouts.csv"
 
 
 def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, login=True,
-                          label_rule=LIKELIHOOD, workers=8, seed=None, dry_run=False):
+                          label_rule=LIKELIHOOD, workers=8, seed=None, dry_run=False, shard_size=None):
     """Query SDSS for ``sample`` and write the three data files into ``out_dir``.
 
     ``sample`` is a validated :class:`parameters.SampleParameters`,
@@ -69,10 +69,10 @@ def create_sdss_datafiles(sample, out_dir, *, sql_template, custom_sql=False, lo
     galaxies = tables.with_explore_links(galaxies, sample.data_release)
     field = FieldOfView.from_cutouts(sample.image_scale_factor, sample.image_size, "g", sample.data_release,
                                      galaxies["petroR90_g"])
-    storage.write_datafiles(
+    storage.write_sharded_datafiles(
         out_dir, galaxies, labels, images=images, image_shape=(sample.image_size, sample.image_size, 3),
         progress=lambda items: tqdm(items, total=len(labels), desc="writing galaxy_images.npy", unit="img"),
-        field=field,
+        field=field, shard_size=shard_size,
     )
     print(f"{len(labels)} galaxies: {int((labels == 0).sum())} spirals, {int((labels == 1).sum())} ellipticals")
     return out_dir

@@ -65,6 +65,53 @@ def read_catalogue(path):
     return pd.read_csv(path, dtype={column: str for column in ID_COLUMNS})
 
 
+SHARD_INDEX_FILE = "shards.json"
+SHARD_NAME = "shard-{:05d}"
+
+
+def write_sharded_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 512, 3), progress=None,
+                            field=None, shard_size=None):
+    """The seed's three files in ``out_dir`` (``shard_size`` None), or shards
+    of at most ``shard_size`` galaxies: ``out_dir/shard-00000/`` ..., each a
+    seed-format directory with its own dataset.json, listed in
+    ``out_dir/shards.json`` (written last, so a reader never sees a half set)."""
+    import json
+
+    if shard_size is None:
+        return write_datafiles(out_dir, catalogue, labels, images, image_shape, progress, field)
+    out_dir = Path(out_dir)
+    labels = np.asarray(labels, dtype=np.int64)
+    stream = None if images is None else iter(progress(images) if progress is not None else images)
+    names = []
+    for number, start in enumerate(range(0, len(labels), shard_size)):
+        stop = min(start + shard_size, len(labels))
+        shard_images = None if stream is None else (next(stream) for _ in range(stop - start))
+        names.append(SHARD_NAME.format(number))
+        write_datafiles(out_dir / names[-1], catalogue.iloc[start:stop].reset_index(drop=True), labels[start:stop],
+                        shard_images, image_shape, None, field)
+    index = {"shards": [{"name": name, "galaxies": int(min(shard_size, len(labels) - i * shard_size))}
+                        for i, name in enumerate(names)], "galaxies": int(len(labels)), "shard_size": shard_size}
+    write_text_atomic(out_dir / SHARD_INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    return out_dir
+
+
+def shard_directories(data_dir):
+    """The shard directories of a sharded data set in order, or None if ``data_dir`` is not one."""
+    import json
+
+    data_dir = Path(data_dir)
+    index = data_dir / SHARD_INDEX_FILE
+    if index.is_file():
+        try:
+            return [data_dir / entry["name"] for entry in json.loads(index.read_text())["shards"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise DataFileError(f"{index}: unreadable shard index ({error})") from None
+    if (data_dir / IMAGES_FILE).exists() or (data_dir / LABELS_FILE).exists():
+        return None
+    found = sorted(path for path in data_dir.glob("shard-[0-9][0-9][0-9][0-9][0-9]") if path.is_dir())
+    return found or None
+
+
 def write_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 512, 3), progress=None,
                     field=None):
     """Write the three data files of a sample into ``out_dir``.

@@ -118,7 +118,7 @@ class SyntheticGalaxy:
 # Writing the files
 # ======================================================================================
 
-def create_synthetic_datafiles(sample, out_dir, seed=42):
+def create_synthetic_datafiles(sample, out_dir, seed=42, shard_size=None):
     """Generate ``sample`` (a :class:`parameters.SampleParameters`) into ``out_dir``.
 
     Returns ``out_dir`` as a ``pathlib.Path``. ``seed=None`` draws a fresh one.
@@ -148,8 +148,8 @@ def create_synthetic_datafiles(sample, out_dir, seed=42):
 
     field = FieldOfView.from_cutouts(sample.image_scale_factor, sample.image_size, "g", "synthetic",
                                      table["petroR90_g"])
-    return storage.write_datafiles(out_dir, table, labels, images=images, image_shape=shape, progress=progress,
-                                   field=field)
+    return storage.write_sharded_datafiles(out_dir, table, labels, images=images, image_shape=shape,
+                                           progress=progress, field=field, shard_size=shard_size)
 
 
 CATALOGUE_COLUMNS = ["objid", "ra", "dec", "petroR90_g", "petroFlux_g", "specObjID",

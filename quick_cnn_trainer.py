@@ -167,7 +167,7 @@ def known_training_field(galaxies, data):
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
           seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None,
-          ensemble=1, min_agreement=None, distribute="auto"):
+          ensemble=1, min_agreement=None, distribute="auto", peer_timeout=600):
     """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
 
     ``steps_per_epoch`` limits each epoch to that many batches of a fresh
@@ -177,12 +177,19 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     seed, seed+1, ... on the same split and saves their average as one model.
     ``min_agreement`` keeps only galaxies whose Galaxy Zoo volunteers agreed at
     least that much (the data must carry p_el_debiased / p_cs_debiased).
-    ``distribute`` is auto, none or mirrored (:mod:`galaxy_classification.distribute`):
-    with R replicas the global batch and the learning rate are R times the preset's.
+    ``distribute`` is auto, none, mirrored or multi-worker
+    (:mod:`galaxy_classification.distribute`): with R replicas the global batch
+    and the learning rate are R times the preset's; under multi-worker only the
+    chief writes (the others return None), and a worker that hears nothing from
+    its peers for ``peer_timeout`` seconds stops with a message.
     """
     from galaxy_classification import calibration
     from galaxy_classification import distribute as distribution_module
 
+    try:  # first: a multi-worker strategy must exist before TensorFlow's runtime starts
+        distribution = distribution_module.choose(distribute, peer_timeout)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
@@ -192,10 +199,6 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
                                               datasets.split_indices(len(kept), test_size=test_fraction))
     settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
     crops = training_crops(galaxies, settings, crop)
-    try:
-        distribution = distribution_module.choose(distribute)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     if distribution.replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * distribution.replicas,
                                        learning_rate=settings.learning_rate * distribution.replicas)
@@ -244,15 +247,24 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
               f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
               f"{settings.epochs} epochs of batch {settings.batch_size}; "
               f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
-        started = time.perf_counter()
-        history = core_model.fit(
-            training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
-            callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
-        )
-        training_seconds += time.perf_counter() - started
-        histories.append(history.history)  # the History callback holds the model; keep only the numbers
+        if distribution.name == "MultiWorkerMirroredStrategy":
+            history, seconds = _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows,
+                                                 labels, settings, prepare, class_weights, member_seed, progress)
+            core_model = _plain_copy(models, core_model, settings, size, member if ensemble > 1 else None)
+        else:
+            started = time.perf_counter()
+            history = core_model.fit(
+                training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
+                callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+            ).history  # the History callback holds the model; keep only the numbers
+            seconds = time.perf_counter() - started
+        training_seconds += seconds
+        histories.append(history)
         models.forget_optimizer(core_model)
         members.append(core_model)
+    if not distribution.is_chief:
+        print(f"worker done after {training_seconds:.1f} s of training; the chief writes the model and the report")
+        return None
     network = members[0] if ensemble == 1 else models.average_of(members)
     temperature, calibration_record = _calibrate(members, batches(validation_rows, with_labels=False),
                                                  labels[validation_rows], progress)
@@ -287,6 +299,26 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
           f"float32 in [0, 1] at {size} px); metrics and pictures in {out_dir}/")
     reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
     return metrics
+
+
+def _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows, labels, settings, prepare,
+                      class_weights, seed, progress):
+    from galaxy_classification import models, multi_worker
+
+    augment = (functools.partial(models.augment_batch, **dataclasses.asdict(settings.augment))
+               if settings.augment else None)
+    try:
+        return multi_worker.fit(distribution, core_model, images, train_rows, validation_rows, labels, settings,
+                                prepare, augment, class_weights, seed or 0, progress)
+    except multi_worker.PeerLost as error:
+        raise UsageError(str(error)) from None
+
+
+def _plain_copy(models, network, settings, size, member):
+    """The trained network outside the strategy, for prediction and saving on the chief."""
+    plain = models.build_core_model(settings, size, member)
+    plain.set_weights(network.get_weights())
+    return plain
 
 
 def _seed_everything(keras, seed):
@@ -677,8 +709,10 @@ def build_parser(command="train"):
              "sdss_query frame, 0.35 of a Galaxy Zoo 1 frame)")
     add("--field-of-view", type=_field_of_view, help=FIELD_OF_VIEW_HELP)
     add("--distribute", choices=("auto", "none", "mirrored", "multi-worker"), default="auto",
-        help="auto (default): every GPU with MirroredStrategy when there are several, else one device; "
-             "none; mirrored; multi-worker (TF_CONFIG; refused: Keras 3's fit does not support it)")
+        help="auto (default): several workers when TF_CONFIG is set (or Slurm runs several tasks), every GPU "
+             "with MirroredStrategy when there are several, else one device; or name one")
+    add("--peer-timeout", type=_bounded_int(1), default=600, metavar="SECONDS",
+        help="multi-worker: give up when the other workers have not answered for this long (default 600)")
     add("--ensemble", type=_bounded_int(1, 20), default=1, metavar="K",
         help="train K networks (seeds seed, seed+1, ...) and save their average as one model (default 1)")
     add("--min-agreement", type=_fraction(0.5, 1.0, "a vote fraction"), metavar="A",
@@ -710,7 +744,7 @@ def main(argv=None):
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
                   test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
                   ensemble=arguments.ensemble, min_agreement=arguments.min_agreement,
-                  distribute=arguments.distribute)
+                  distribute=arguments.distribute, peer_timeout=arguments.peer_timeout)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                      field_of_view=arguments.field_of_view, predictions=arguments.predictions)

@@ -8,13 +8,16 @@
   starts); each replica takes the preset's batch, so the global batch grows
   with the number of replicas and the learning rate with it (the linear
   scaling rule, Goyal et al. 2017);
-- ``multi-worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` from
-  ``TF_CONFIG``. Refused with an explanation: Keras 3's ``Model.fit`` does not
-  run under it (keras-team/keras#20585, open), and this project trains with
-  ``fit``;
-- ``auto`` (the default): ``multi-worker`` when ``TF_CONFIG`` is set,
-  ``mirrored`` with more than one GPU, ``none`` otherwise. A CPU-only machine
-  therefore behaves exactly as before.
+- ``multi-worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the
+  cluster that ``TF_CONFIG`` describes (or Slurm's, through
+  ``SlurmClusterResolver``, in a job of several tasks). Keras 3's
+  ``Model.fit`` does not run under it (keras-team/keras#20585), so these runs
+  train with the custom loop of :mod:`multi_worker`; collectives give up after
+  ``peer_timeout`` seconds, so a worker that loses its peers fails with a
+  message instead of hanging;
+- ``auto`` (the default): ``multi-worker`` when ``TF_CONFIG`` is set or Slurm
+  runs several tasks, ``mirrored`` with more than one GPU, ``none`` otherwise.
+  A CPU-only machine therefore behaves exactly as before.
 
 Other Keras backends train on one device (``none``).
 """
@@ -34,6 +37,7 @@ class Distribution:
     name: str
     replicas: int = 1
     is_chief: bool = True
+    watchdog: object = None  # multi-worker: ends a process whose peers stay silent
 
     def scope(self):
         import contextlib
@@ -44,11 +48,19 @@ class Distribution:
         return {"strategy": self.name, "replicas": self.replicas}
 
 
-def choose(choice="auto"):
+def _slurm_tasks():
+    try:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    except ValueError:
+        return 1
+
+
+def choose(choice="auto", peer_timeout=600):
     """The :class:`Distribution` for ``--distribute choice``; ValueError for one that cannot run here."""
     if choice not in CHOICES:
         raise ValueError(f"--distribute must be one of {', '.join(CHOICES)}, got {choice!r}")
-    import keras
+    several = bool(os.environ.get("TF_CONFIG")) or _slurm_tasks() > 1
+    import keras  # importing starts no TensorFlow runtime yet: collectives must be set up before it
 
     if keras.backend.backend() != "tensorflow":
         if choice in ("mirrored", "multi-worker"):
@@ -57,18 +69,39 @@ def choose(choice="auto"):
         return Distribution(None, "none")
     import tensorflow as tf
 
+    if choice == "multi-worker" or (choice == "auto" and several):
+        return _multi_worker(tf, peer_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if choice == "auto":
-        choice = "multi-worker" if os.environ.get("TF_CONFIG") else ("mirrored" if len(gpus) > 1 else "none")
+        choice = "mirrored" if len(gpus) > 1 else "none"
     if choice == "none":
         return Distribution(None, "none")
-    if choice == "multi-worker":
-        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-        raise ValueError(
-            f"--distribute multi-worker (TF_CONFIG with {sum(len(v) for v in cluster.values())} tasks): Keras 3's "
-            "Model.fit does not run under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585), so "
-            "training across machines is not available; use --distribute mirrored on one machine with several "
-            "GPUs, or unset TF_CONFIG")
     devices = [device.name for device in gpus] or [device.name for device in tf.config.list_logical_devices("CPU")]
     strategy = tf.distribute.MirroredStrategy(devices)
     return Distribution(strategy, "MirroredStrategy", int(strategy.num_replicas_in_sync))
+
+
+def _multi_worker(tf, peer_timeout):
+    if os.environ.get("TF_CONFIG"):
+        try:
+            config = json.loads(os.environ["TF_CONFIG"])
+            cluster, task = config["cluster"], config["task"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"TF_CONFIG is not a cluster description ({error}): it needs 'cluster' and 'task'") from None
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        chief = task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0
+                                                 and "chief" not in cluster)
+    elif _slurm_tasks() > 1:
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        chief = int(os.environ.get("SLURM_PROCID", "0")) == 0
+    else:
+        raise ValueError("--distribute multi-worker needs TF_CONFIG (or a Slurm job of several tasks) to find "
+                         "its peers")
+    from galaxy_classification.multi_worker import Watchdog
+
+    workers = ", ".join(address for addresses in resolver.cluster_spec().as_dict().values() for address in addresses)
+    watchdog = Watchdog(peer_timeout, f"no word from the other workers ({workers}) for {peer_timeout:g} s "
+                                      "(--peer-timeout): every worker of the cluster must be running and reachable")
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(peer_timeout))
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+    return Distribution(strategy, "MultiWorkerMirroredStrategy", int(strategy.num_replicas_in_sync), chief, watchdog)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -153,13 +154,54 @@ def test_mirrored_over_two_cpu_devices_trains_like_one_device(tmp_path):
     assert min(figures[1]["accuracy"], figures[2]["accuracy"]) >= 0.6  # better than chance on 24 test galaxies
 
 
-def test_multi_worker_is_refused_with_the_reason_not_left_hanging(tmp_path):
+
+
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def trainer_process(directory, out, cluster, index, extra=()):
+    config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "quick_cnn_trainer.py"), "--data", str(directory), "--preset", "modern",
+         "--epochs", "2", "--image-size", "16", "--batch-size", "8", "--seed", "2", "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_two_workers_on_loopback_train_one_model_that_only_the_chief_writes(tmp_path):
     from trainer_helpers import write_data_directory
 
-    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=12, size=16)
-    config = {"cluster": {"worker": ["127.0.0.1:23901", "127.0.0.1:23902"]}, "task": {"type": "worker", "index": 0}}
-    finished = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "quick_cnn_trainer.py"), "--data", str(directory), "--epochs", "1",
-         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert finished.returncode == 2 and "keras-team/keras#20585" in finished.stderr
+    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=60, size=24)
+    cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = [trainer_process(directory, tmp_path / f"out-{index}", cluster, index) for index in range(2)]
+    outputs = [worker.communicate(timeout=400) for worker in workers]
+    for worker, (_, error) in zip(workers, outputs):
+        assert worker.returncode == 0, error[-3000:]
+    chief, other = tmp_path / "out-0", tmp_path / "out-1"
+    assert (chief / "my-galaxy-model.keras").is_file() and (chief / "metrics.json").is_file()
+    assert not (other / "my-galaxy-model.keras").exists() and not (other / "metrics.json").exists()
+    metrics = json.loads((chief / "metrics.json").read_text())
+    assert metrics["distribution"] == {"strategy": "MultiWorkerMirroredStrategy", "replicas": 2}
+    assert metrics["epochs_run"] == 2 and metrics["batch_size"] == 16  # 8 per replica
+    assert "the chief writes" in outputs[1][0]
+
+
+def test_a_worker_whose_peer_never_comes_fails_with_a_message(tmp_path):
+    from trainer_helpers import write_data_directory
+
+    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=24, size=16)
+    cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    lonely = trainer_process(directory, tmp_path / "out", cluster, 0, ["--peer-timeout", "15"])
+    started = time.monotonic()
+    _, error = lonely.communicate(timeout=240)
+    assert lonely.returncode != 0 and time.monotonic() - started < 200
+    assert "no word from the other workers" in error and "Traceback" not in error, error[-3000:]

@@ -357,6 +357,12 @@ def _calibrate(members, validation_batches, validation_labels, progress):
 
     member_probabilities = np.stack([member.predict(validation_batches, verbose=_keras_verbosity(progress))
                                      for member in members])
+    if len(validation_labels) < calibration.MIN_CALIBRATION_GALAXIES:
+        print(f"temperature scaling skipped: {len(validation_labels)} validation galaxies are too few to fit it "
+              f"(at least {calibration.MIN_CALIBRATION_GALAXIES}); the probabilities are left as trained")
+        return 1.0, {"temperature": 1.0, "fitted_on": None,
+                     "note": f"{len(validation_labels)} validation galaxies, fewer than "
+                             f"{calibration.MIN_CALIBRATION_GALAXIES}: not fitted"}
     temperature = calibration.fit_temperature(member_probabilities, validation_labels)
     before = calibration.calibration_report(validation_labels, member_probabilities.mean(axis=0)[:, 1])
     after = calibration.calibration_report(

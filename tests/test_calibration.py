@@ -112,13 +112,14 @@ def test_an_ensemble_is_one_plain_keras_model_equal_to_the_mean_of_its_members(t
 
 
 def test_training_an_ensemble_writes_calibration_and_the_trust_pictures(tmp_path):
-    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=40, size=24)
+    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=1500, size=16)
     out = tmp_path / "run"
     assert quick_cnn_trainer.main(["--data", str(directory), "--preset", "modern", "--epochs", "1",
-                                   "--image-size", "16", "--batch-size", "8", "--ensemble", "2",
+                                   "--image-size", "16", "--batch-size", "32", "--ensemble", "2",
                                    "--out", str(out), "--seed", "4"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ensemble"] == 2 and len(metrics["epochs_run"]) == 2
+    assert metrics["split"]["validation"] >= 200 and metrics["temperature_scaling"]["fitted_on"] == "validation split"
     assert metrics["temperature_scaling"]["temperature"] > 0
     for key in ("expected_calibration_error", "brier_score", "log_loss", "accuracy_at_coverage"):
         assert key in metrics["calibration"]
@@ -132,6 +133,13 @@ def test_training_an_ensemble_writes_calibration_and_the_trust_pictures(tmp_path
                                    str(directory), "--out", str(evaluation)]) == 0
     suspects = pd.read_csv(evaluation / "suspect_labels.csv")
     assert list(suspects.columns)[:4] == ["rank", "source", "objid", "label"]
+
+
+def test_too_few_validation_galaxies_leave_the_probabilities_as_trained(tmp_path):
+    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=40, size=16)
+    assert quick_cnn_trainer.main(["--data", str(directory), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())["temperature_scaling"]
+    assert record["temperature"] == 1.0 and record["fitted_on"] is None
 
 
 def test_min_agreement_needs_vote_fractions(tmp_path, capsys):

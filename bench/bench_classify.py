@@ -16,7 +16,6 @@ Prints galaxies, requests by kind, wall time and accuracy. Skips when
 ../shared/data/gz1 is absent.
 """
 
-import argparse
 import io
 import os
 import sys
@@ -27,11 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
-HOLDOUT = ROOT / "bench" / "gz1_holdout.csv"
 RADIUS_R = 5.0  # arcsec, made up: the fake's frames are cut relative to it
 
+from bench_gz1 import holdout_from_command_line  # noqa: E402
 from fake_sdss import FakeSDSS  # noqa: E402
 
 
@@ -63,15 +62,11 @@ def cutouts_from_frames(files_by_objid):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, help="first N held-out galaxies only")
-    arguments = parser.parse_args()
-    if not (GZ1_DIR / "labels.csv").is_file():
-        print(f"skipped: {GZ1_DIR} not found")
+    holdout = holdout_from_command_line(__doc__.split("\n\n")[0])
+    if holdout is None:
         return
     import quick_cnn_trainer
 
-    holdout = pd.read_csv(HOLDOUT, dtype={"objid": str}).head(arguments.limit)
     sky = real_pixel_sky(holdout)
     server = FakeSDSS(sky).start()
     server.cutout_source = cutouts_from_frames({row.objid: GZ1_DIR / row.file for row in holdout.itertuples()})

@@ -14,7 +14,6 @@ used (its training crop, 0.35: the previous behaviour).
 Skips (exit 0) when ../shared/data/gz1 is absent.
 """
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -25,10 +24,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
-HOLDOUT = ROOT / "bench" / "gz1_holdout.csv"
 
 import quick_cnn_trainer  # noqa: E402
-from bench_gz1 import wilson_interval  # noqa: E402
+from bench_gz1 import holdout_from_command_line, wilson_interval  # noqa: E402
 from galaxy_classification import storage  # noqa: E402
 from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame  # noqa: E402
 
@@ -42,15 +40,11 @@ def accuracy_line(name, table, labels):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, help="first N held-out galaxies only")
-    arguments = parser.parse_args()
-    if not (GZ1_DIR / "labels.csv").is_file():
-        print(f"skipped: {GZ1_DIR} not found")
+    holdout = holdout_from_command_line(__doc__.split("\n\n")[0])
+    if holdout is None:
         return
     from PIL import Image
 
-    holdout = pd.read_csv(HOLDOUT, dtype={"objid": str}).head(arguments.limit)
     paths = [GZ1_DIR / name for name in holdout["file"]]
     labels = holdout["label"].to_numpy()
     with tempfile.TemporaryDirectory() as scratch:

@@ -67,6 +67,20 @@ BOOTSTRAP_RESAMPLES = 2000
 # --------------------------------------------------------------------------- data
 
 
+def holdout_from_command_line(description):
+    """The fixed held-out rows (``--limit N``: the first N), or None after saying
+    why when the shared data is absent: the start of the benches that use it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--limit", type=int, help="first N held-out galaxies only")
+    arguments = parser.parse_args()
+    if not (DEFAULT_GZ1_DIR / "labels.csv").is_file():
+        print(f"skipped: {DEFAULT_GZ1_DIR} not found")
+        return None
+    return pd.read_csv(HOLDOUT_LIST, dtype={"objid": str}).head(arguments.limit)
+
+
 def read_labelled(gz1_dir):
     """Every spiral / elliptical row of the shared labels.csv (mergers and unknowns dropped)."""
     table = pd.read_csv(gz1_dir / "labels.csv", dtype={"objid": str, "file": str})

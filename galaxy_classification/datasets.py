@@ -420,34 +420,6 @@ def _open_prediction_inputs(path):
     raise DataFileError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), directory, CSV or .npy file")
 
 
-def iter_raw_batches(images, batch_size, groups=None):
-    """Yield ``(rows, uint8 batch)`` over every image in order. A batch holds
-    images of one size and, when ``groups`` (one value per image, e.g. the crop
-    each needs) is given, of one group value."""
-    group_of = (lambda index: None) if groups is None else groups.__getitem__
-    if isinstance(images, NpyImages):
-        start = 0
-        while start < len(images):
-            stop = min(start + batch_size, len(images))
-            rows = np.arange(start, stop)
-            if groups is not None:
-                rows = rows[: int(np.argmax(np.append(groups[rows] != groups[start], True)))]
-            yield rows, images.read(rows)
-            start = rows[-1] + 1
-        return
-    rows, batch = [], []
-    for index in range(len(images)):
-        image = images.read_one(index)
-        if batch and (image.shape != batch[0].shape or len(batch) == batch_size
-                      or group_of(index) != group_of(rows[0])):
-            yield np.array(rows), np.stack(batch)
-            rows, batch = [], []
-        rows.append(index)
-        batch.append(image)
-    if batch:
-        yield np.array(rows), np.stack(batch)
-
-
 # --------------------------------------------------------------------------- split
 
 

@@ -104,7 +104,7 @@ def recut_frame(image, frame_field, target_field, size):
     return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8)
 
 
-def write_dataset_record(directory, field, extra=None):
+def write_dataset_record(field, extra=None):
     """The text of ``dataset.json`` for a data directory (written by storage)."""
     return json.dumps({"field_of_view": field.to_json(), **(extra or {})}, indent=2) + "\n"
 

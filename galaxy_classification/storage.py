@@ -138,7 +138,7 @@ def write_datafiles(out_dir, catalogue, labels, images=None, image_shape=(512, 5
             _write_images(images_tmp, images, len(catalogue), image_shape, progress)
             if field is not None:
                 record_tmp = stack.enter_context(atomic_output(out_dir / field_of_view.DATASET_FILE))
-                Path(record_tmp).write_text(field_of_view.write_dataset_record(out_dir, field))
+                Path(record_tmp).write_text(field_of_view.write_dataset_record(field))
         catalogue.to_csv(csv_tmp, index=False)
         with open(labels_tmp, "wb") as handle:
             np.save(handle, labels)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from galaxy_classification import datasets, storage
+from galaxy_classification import datasets, input_pipeline, storage
 from galaxy_classification.storage import DataFileError
 from trainer_helpers import galaxy_images, write_data_directory, write_image_csv
 
@@ -207,8 +207,8 @@ def test_every_predict_path_form(tmp_path, data_dir):
     for name, (path, count) in forms.items():
         data = datasets.open_prediction_inputs(path)
         assert len(data) == len(data.sources) == count, name
-        rows_seen = np.concatenate([rows for rows, _ in datasets.iter_raw_batches(data.images, 4)])
-        np.testing.assert_array_equal(rows_seen, np.arange(count))
+        batches = input_pipeline.prepared_batches(data.images, np.ones(count), 16, batch_size=4)
+        np.testing.assert_array_equal(np.concatenate([rows for rows, _ in batches]), np.arange(count))
     with pytest.raises(DataFileError, match="no such file"):
         datasets.open_prediction_inputs(tmp_path / "absent.jpg")
     (tmp_path / "notes.txt").write_text("hello")
@@ -216,11 +216,16 @@ def test_every_predict_path_form(tmp_path, data_dir):
         datasets.open_prediction_inputs(tmp_path / "notes.txt")
 
 
-def test_raw_batches_keep_one_size_per_batch(tmp_path):
+def test_frames_of_different_sizes_are_prepared_together(tmp_path):
     from PIL import Image
 
-    for index, size in enumerate([30, 30, 40, 30]):
-        Image.fromarray(galaxy_images([index % 2], size)[0]).save(tmp_path / f"{index}.png")
+    from galaxy_classification import models
+
+    frames = [galaxy_images([index % 2], size)[0] for index, size in enumerate([30, 30, 40, 30])]
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{index}.png")
     data = datasets.open_prediction_inputs(tmp_path)
-    shapes = [(list(rows), batch.shape[1]) for rows, batch in datasets.iter_raw_batches(data.images, 8)]
-    assert shapes == [([0, 1], 30), ([2], 40), ([3], 30)]
+    [(rows, batch)] = list(input_pipeline.prepared_batches(data.images, np.full(4, 0.5), 16, batch_size=8))
+    assert list(rows) == [0, 1, 2, 3] and batch.shape == (4, 16, 16, 3)
+    np.testing.assert_allclose(batch[2], np.asarray(models.preprocess_images(frames[2][None], 0.5, 16))[0],
+                               atol=1e-6)

@@ -51,7 +51,7 @@ def test_a_field_must_be_a_positive_number_of_radii():
 
 def test_the_record_round_trips_through_json(tmp_path):
     field = FieldOfView.from_cutouts(0.02, 256, "g", "DR17", radii_arcsec=[3.0])
-    (tmp_path / "dataset.json").write_text(field_of_view.write_dataset_record(tmp_path, field))
+    (tmp_path / "dataset.json").write_text(field_of_view.write_dataset_record(field))
     assert field_of_view.read_dataset_record(tmp_path) == field
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(ValueError, match="dataset.json"):
@@ -86,7 +86,7 @@ def test_a_csv_states_its_field_in_a_column_or_a_record_beside_it(tmp_path, caps
     np.testing.assert_allclose(data.crops(4.0), 0.5)
 
     csv_path, _, _ = write_image_csv(tmp_path / "record", n_galaxies=6, size=16)
-    (csv_path.parent / "dataset.json").write_text(field_of_view.write_dataset_record(None, FieldOfView(6.0)))
+    (csv_path.parent / "dataset.json").write_text(field_of_view.write_dataset_record(FieldOfView(6.0)))
     assert datasets.open_training_data(csv_path).field.petro_radii == 6.0
 
     csv_path, _, _ = write_image_csv(tmp_path / "given", n_galaxies=6, size=16, field_of_view=8.0)

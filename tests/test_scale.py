@@ -183,7 +183,11 @@ def test_two_workers_on_loopback_train_one_model_that_only_the_chief_writes(tmp_
     directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=60, size=24)
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
     workers = [trainer_process(directory, tmp_path / f"out-{index}", cluster, index) for index in range(2)]
-    outputs = [worker.communicate(timeout=400) for worker in workers]
+    try:
+        outputs = [worker.communicate(timeout=400) for worker in workers]
+    finally:  # never leave a worker behind, whatever failed
+        for worker in workers:
+            worker.kill()
     for worker, (_, error) in zip(workers, outputs):
         assert worker.returncode == 0, error[-3000:]
     chief, other = tmp_path / "out-0", tmp_path / "out-1"
@@ -202,6 +206,9 @@ def test_a_worker_whose_peer_never_comes_fails_with_a_message(tmp_path):
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
     lonely = trainer_process(directory, tmp_path / "out", cluster, 0, ["--peer-timeout", "15"])
     started = time.monotonic()
-    _, error = lonely.communicate(timeout=240)
+    try:
+        _, error = lonely.communicate(timeout=240)
+    finally:
+        lonely.kill()
     assert lonely.returncode != 0 and time.monotonic() - started < 200
     assert "no word from the other workers" in error and "Traceback" not in error, error[-3000:]

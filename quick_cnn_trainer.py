@@ -585,7 +585,7 @@ def classify(catalogue, model=None, out="classified.csv", login=True, data_relea
     try:
         return classify_module.classify_catalogue(catalogue, classifier, out, login=login, data_release=release,
                                                   workers=workers, progress=progress, min_confidence=min_confidence,
-                                                  shard=shard)
+                                                  shard=shard, table=table)
     except classify_module.CatalogueError as error:
         raise UsageError(str(error)) from None
 

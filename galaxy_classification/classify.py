@@ -170,12 +170,13 @@ def look_up_by_position(lookup, rows):
 
 
 def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15", workers=8, progress=True,
-                       min_confidence=None, shard=None):
+                       min_confidence=None, shard=None, table=None):
     """Classify the galaxies of the catalogue at ``path`` with ``classifier``
     (a :class:`models.Classifier`); write ``out`` (CSV) and return the table.
 
     ``shard`` (k, N) classifies only the k-th of N disjoint parts of the rows
     into ``OUT.part-k-of-N`` (:mod:`parts`); the cutout cache is shared.
+    ``table`` is the catalogue when the caller has read it already.
     Raises CatalogueError (a ValueError) for bad input before any request,
     :class:`skyserver.SDSSQueryError` when SDSS fails as a whole.
     """
@@ -186,13 +187,14 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     if classifier.view_petro_radii is None:
         raise CatalogueError(f"{classifier.name} does not record the field of view it was trained on, so its "
                              "cutouts cannot be cut to match; retrain it with this version")
-    table = read_catalogue(path)
-    checked_positions(table, path)  # every row, before anything is sent
+    table = read_catalogue(path) if table is None else table
+    ra, dec, objids, radii = checked_positions(table, path)  # every row, before anything is sent
+    row_numbers = parts.part_rows(len(table), shard) if shard is not None else np.arange(len(table))
     if shard is not None:
-        table = table.iloc[parts.part_rows(len(table), shard)]
-    row_numbers = table.index.to_numpy()
-    table = table.reset_index(drop=True)
-    ra, dec, objids, radii = checked_positions(table, path)
+        table = table.iloc[row_numbers].reset_index(drop=True)
+        ra, dec = ra[row_numbers], dec[row_numbers]
+        objids = [objids[row] for row in row_numbers]
+        radii = {name: values[row_numbers] for name, values in radii.items()}
     config.check_all()
     band = classifier.band or "r"
     radius_column = f"petroR90_{band}"

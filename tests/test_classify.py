@@ -162,3 +162,18 @@ def test_min_confidence_makes_unsure_galaxies_uncertain():
     probabilities = np.array([[0.9, 0.1], [0.45, 0.55], [0.3, 0.7], [np.nan, np.nan]])
     assert list(classify.predicted_classes(probabilities, 0.6)) == ["spiral", "uncertain", "elliptical", ""]
     assert list(classify.predicted_classes(probabilities)) == ["spiral", "elliptical", "elliptical", ""]
+
+
+def test_classify_in_parts_merges_to_the_whole_catalogue(fake, model_path, tmp_path):
+    inside = [galaxy for galaxy in fake.galaxies if galaxy["dec"] > -30][:5]
+    catalogue = write_catalogue(tmp_path / "c.csv", [
+        {"name": f"g{i}", "ra": g["ra"], "dec": g["dec"], "objid": str(g["objid"]), "petroR90_r": g["petror90_r"]}
+        for i, g in enumerate(inside)])
+    whole = quick_cnn_trainer.classify(catalogue, str(model_path), tmp_path / "whole.csv", login=False,
+                                       progress=False)
+    for k in range(2):
+        quick_cnn_trainer.classify(catalogue, str(model_path), tmp_path / "parts.csv", login=False,
+                                   progress=False, shard=(k, 2))
+    merged = quick_cnn_trainer.merge(tmp_path / "parts.csv")
+    assert list(merged["name"]) == list(whole["name"])
+    np.testing.assert_allclose(pd.to_numeric(merged["p_elliptical"]), whole["p_elliptical"], atol=1e-6)

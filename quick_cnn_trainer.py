@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy_classification import CLASS_NAMES, datasets, parameters
+from galaxy_classification import CLASS_NAMES, datasets, parameters, presets
 from galaxy_classification.skyserver import SDSSQueryError
 from galaxy_classification.storage import DataFileError
 
@@ -52,7 +52,7 @@ def _pretrained_model():
 DEFAULT_MODEL = _pretrained_model()
 MODEL_STEM = "my-galaxy-model"
 COMMANDS = ("train", "evaluate", "predict", "classify", "merge")
-PRESET_NAMES = ("seed", "modern")
+PRESET_NAMES = tuple(presets.PRESETS)
 PREFETCH_WORKERS = 2
 PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
 
@@ -89,11 +89,11 @@ def prepare_images(images, crop_fraction=1.0, image_size=None):
     """uint8 batch -> float32 batch in [0, 1], cropped and resized when asked."""
     if crop_fraction >= 1.0 and (image_size is None or image_size == images.shape[1] == images.shape[2]):
         return datasets.scale_images(images)
-    from galaxy_classification import models
+    from galaxy_classification import preprocessing
 
     # a few images at a time: a whole batch of 512² frames as float32 would be 200 MB per batch in flight
     return np.concatenate([
-        models.preprocess_images(images[start:start + PREPARE_CHUNK], crop_fraction, image_size).numpy()
+        preprocessing.preprocess_images(images[start:start + PREPARE_CHUNK], crop_fraction, image_size).numpy()
         for start in range(0, len(images), PREPARE_CHUNK)
     ])
 
@@ -102,9 +102,9 @@ def create_cnn(input_shape=(512, 512, 3)):
     """The seed's network: Conv2D(16, 3×3) → BatchNorm → MaxPool(3) → Dropout(0.25)
     → Flatten → Dense(64) → BatchNorm → Dropout(0.5) → Dense(2, softmax);
     29,594,562 parameters at 512 × 512 × 3."""
-    from galaxy_classification import models
+    from galaxy_classification import architectures
 
-    return models.create_seed_cnn(input_shape)
+    return architectures.create_seed_cnn(input_shape)
 
 
 # --------------------------------------------------------------------------- train
@@ -121,9 +121,7 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
     """
     import dataclasses
 
-    from galaxy_classification import models
-
-    preset = models.PRESETS[preset_name]
+    preset = presets.PRESETS[preset_name]
     if crop is not None:
         crop_fraction = crop
     elif preset.view_petro_radii is None:
@@ -207,7 +205,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from galaxy_classification import models, reports
+    from galaxy_classification import architectures, model_files, preprocessing, reports
 
     import keras
 
@@ -221,7 +219,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
         return datasets.as_keras_dataset(datasets.GalaxyBatches(
             images, rows, labels if with_labels else None, settings.batch_size, prepare,
             shuffle=training, seed=shuffle_seed,
-            augment=functools.partial(models.augment_batch, **dataclasses.asdict(augment))
+            augment=functools.partial(preprocessing.augment_batch, **dataclasses.asdict(augment))
             if training and augment else None,
             class_weights=class_weights,
             max_batches=max_batches,
@@ -236,8 +234,8 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
                                    shuffle_seed=(member_seed or 0))
         steps = len(training_batches)
         with distribution.scope():
-            core_model = models.build_core_model(settings, size, member if ensemble > 1 else None)
-            models.compile_model(core_model, settings, steps)
+            core_model = architectures.build_core_model(settings, size, member if ensemble > 1 else None)
+            architectures.compile_model(core_model, settings, steps)
         callbacks = []
         if settings.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -250,7 +248,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
         if distribution.name == "MultiWorkerMirroredStrategy":
             history, seconds = _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows,
                                                  labels, settings, prepare, class_weights, member_seed, progress)
-            core_model = _plain_copy(models, core_model, settings, size, member if ensemble > 1 else None)
+            core_model = _plain_copy(core_model, settings, size, member if ensemble > 1 else None)
         else:
             started = time.perf_counter()
             history = core_model.fit(
@@ -260,16 +258,16 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
             seconds = time.perf_counter() - started
         training_seconds += seconds
         histories.append(history)
-        models.forget_optimizer(core_model)
+        architectures.forget_optimizer(core_model)
         members.append(core_model)
     if not distribution.is_chief:
         print(f"worker done after {training_seconds:.1f} s of training; the chief writes the model and the report")
         return None
-    network = members[0] if ensemble == 1 else models.average_of(members)
+    network = members[0] if ensemble == 1 else architectures.average_of(members)
     temperature, calibration_record = _calibrate(members, batches(validation_rows, with_labels=False),
                                                  labels[validation_rows], progress)
     p_elliptical = network.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
-    models.save_classifier_files(network, out_dir / MODEL_STEM, settings.crop_fraction, size, field, temperature)
+    model_files.save_classifier_files(network, out_dir / MODEL_STEM, settings.crop_fraction, size, field, temperature)
 
     epochs_run = [len(history["loss"]) for history in histories]
     metrics = reports.write_evaluation_report(
@@ -303,9 +301,9 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
 
 def _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows, labels, settings, prepare,
                       class_weights, seed, progress):
-    from galaxy_classification import models, multi_worker
+    from galaxy_classification import multi_worker, preprocessing
 
-    augment = (functools.partial(models.augment_batch, **dataclasses.asdict(settings.augment))
+    augment = (functools.partial(preprocessing.augment_batch, **dataclasses.asdict(settings.augment))
                if settings.augment else None)
     try:
         return multi_worker.fit(distribution, core_model, images, train_rows, validation_rows, labels, settings,
@@ -314,9 +312,11 @@ def _fit_multi_worker(distribution, core_model, images, train_rows, validation_r
         raise UsageError(str(error)) from None
 
 
-def _plain_copy(models, network, settings, size, member):
+def _plain_copy(network, settings, size, member):
     """The trained network outside the strategy, for prediction and saving on the chief."""
-    plain = models.build_core_model(settings, size, member)
+    from galaxy_classification import architectures
+
+    plain = architectures.build_core_model(settings, size, member)
     plain.set_weights(network.get_weights())
     return plain
 
@@ -353,7 +353,7 @@ def _calibrate(members, validation_batches, validation_labels, progress):
     """Fit one temperature on the validation split (for an ensemble: applied to
     every member, then averaged) and fold it into the members; returns (T, a
     record of validation log loss and ECE before and after)."""
-    from galaxy_classification import calibration, models
+    from galaxy_classification import architectures, calibration
 
     member_probabilities = np.stack([member.predict(validation_batches, verbose=_keras_verbosity(progress))
                                      for member in members])
@@ -368,7 +368,7 @@ def _calibrate(members, validation_batches, validation_labels, progress):
     after = calibration.calibration_report(
         validation_labels, calibration.tempered_mean(member_probabilities, temperature)[:, 1])
     for member in members:
-        models.fold_temperature(member, temperature)
+        architectures.fold_temperature(member, temperature)
     print(f"temperature scaling on the validation split: T = {temperature:.3f}, log loss "
           f"{before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['expected_calibration_error']:.4f} "
           f"-> {after['expected_calibration_error']:.4f}")
@@ -406,8 +406,8 @@ def _keras_verbosity(progress):
 
 
 def _load_model(model_path):
-    """The saved classifier (:class:`galaxy_classification.models.Classifier`)."""
-    from galaxy_classification import models
+    """The saved classifier (:class:`galaxy_classification.model_files.Classifier`)."""
+    from galaxy_classification import model_files
 
     if model_path is None:
         if not DEFAULT_MODEL.is_file():
@@ -416,7 +416,7 @@ def _load_model(model_path):
                 "train one (it saves my-galaxy-model.keras) and pass --model")
         model_path = DEFAULT_MODEL
     try:
-        return models.load_model(model_path)
+        return model_files.load_model(model_path)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -436,13 +436,13 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
     and each galaxy's probabilities into ``out/predictions`` (.csv, .ecsv, .fits, .vot)."""
     import pandas as pd
 
-    from galaxy_classification import models, reports, tables
+    from galaxy_classification import model_files, reports, tables
 
     _table_format(predictions)
     classifier = _load_model(model)
     galaxies = get_data(data, field_of_view)
     crops = input_crops(classifier, galaxies, crop)
-    probabilities = models.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
+    probabilities = model_files.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
     from galaxy_classification import calibration
 
     metrics = reports.write_evaluation_report(
@@ -498,7 +498,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     import pandas as pd
 
     from galaxy_classification import classify as classify_module
-    from galaxy_classification import models, parts, tables
+    from galaxy_classification import model_files, parts, tables
 
     _table_format(out)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
@@ -512,7 +512,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
             continue
         crops = input_crops(classifier, galaxies, crop)[rows]
         images = galaxies.images if len(rows) == len(galaxies) else datasets.subset_images(galaxies.images, rows)
-        probabilities = models.predict_probabilities(classifier, images, crops, progress=progress)
+        probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
         piece = pd.DataFrame({
             "source": [galaxies.sources[row] for row in rows],
             "p_spiral": probabilities[:, 0],

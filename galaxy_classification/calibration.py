@@ -3,7 +3,7 @@
 - :func:`fit_temperature` finds the temperature T that makes the validation
   split's probabilities honest (Guo et al. 2017): ``softmax(log p / T)``
   minimises the validation log loss. T > 1 softens an over-confident model; it
-  never changes which class wins. :func:`models.fold_temperature` puts it
+  never changes which class wins. :func:`architectures.fold_temperature` puts it
   into the network's last layer, so ``predict``, the ``.keras`` and the plain
   Keras ``.h5`` give calibrated probabilities alike.
 - :func:`calibration_report`: expected calibration error (10 equal-width bins

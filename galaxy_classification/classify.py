@@ -172,7 +172,7 @@ def look_up_by_position(lookup, rows):
 def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15", workers=8, progress=True,
                        min_confidence=None, shard=None, table=None):
     """Classify the galaxies of the catalogue at ``path`` with ``classifier``
-    (a :class:`models.Classifier`); write ``out`` (CSV) and return the table.
+    (a :class:`model_files.Classifier`); write ``out`` (CSV) and return the table.
 
     ``shard`` (k, N) classifies only the k-th of N disjoint parts of the rows
     into ``OUT.part-k-of-N`` (:mod:`parts`); the cutout cache is shared.
@@ -180,7 +180,7 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     Raises CatalogueError (a ValueError) for bad input before any request,
     :class:`skyserver.SDSSQueryError` when SDSS fails as a whole.
     """
-    from . import models, parts
+    from . import model_files, parts
 
     started = time.perf_counter()
     path, out = Path(path), Path(out)
@@ -229,7 +229,7 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     if files:
         frame_field = FieldOfView(classifier.view_petro_radii, size, band, scale_factor, data_release)
         crop = frame_field.crop_for(classifier.view_petro_radii)
-        probabilities[fetched.index] = models.predict_probabilities(
+        probabilities[fetched.index] = model_files.predict_probabilities(
             classifier, datasets.ImageFiles(files), crop, progress=progress)
 
     result = table.copy()

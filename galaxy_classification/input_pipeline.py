@@ -2,7 +2,7 @@
 
 Both data forms (an ``sdss_query`` directory's memory-mapped ``.npy``, a CSV's
 image files) go through the same two steps, with the saved model's own
-preprocessing (:func:`models.preprocess_images`: centre crop, antialiased
+preprocessing (:func:`preprocessing.preprocess_images`: centre crop, antialiased
 resize) so that what the network sees in training is what it sees in
 ``predict``:
 
@@ -57,9 +57,9 @@ def read_rows(images, rows, min_side=None, pool=None):
 def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_float=False):
     """The frames of ``rows`` cropped (``crops[row]``) and resized, in order:
     uint8, or float32 in [0, 1] with ``as_float`` (the network's input)."""
-    from galaxy_classification import models
+    from galaxy_classification import preprocessing
 
-    convert = models.preprocess_images if as_float else models.preprocess_to_uint8
+    convert = preprocessing.preprocess_images if as_float else preprocessing.preprocess_to_uint8
     rows = np.asarray(rows)
     output = np.empty((len(rows), image_size, image_size, 3), dtype=np.float32 if as_float else np.uint8)
     for crop in np.unique(crops[rows]):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy_classification import CLASS_NAMES, datasets, parameters, presets
+from galaxy_classification import CLASS_NAMES, datasets, image_stores, parameters, presets
 from galaxy_classification.skyserver import SDSSQueryError
 from galaxy_classification.storage import DataFileError
 
@@ -205,7 +205,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from galaxy_classification import architectures, model_files, preprocessing, reports
+    from galaxy_classification import architectures, input_pipeline, model_files, preprocessing, reports
 
     import keras
 
@@ -216,7 +216,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
 
     def batches(rows, training=False, with_labels=True, max_batches=None, shuffle_seed=0):
         augment = settings.augment
-        return datasets.as_keras_dataset(datasets.GalaxyBatches(
+        return input_pipeline.as_keras_dataset(input_pipeline.GalaxyBatches(
             images, rows, labels if with_labels else None, settings.batch_size, prepare,
             shuffle=training, seed=shuffle_seed,
             augment=functools.partial(preprocessing.augment_batch, **dataclasses.asdict(augment))
@@ -473,7 +473,7 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
 
 def _images_for_display(images, rows):
     """uint8 images of the given rows at one common size (files may differ in size)."""
-    if isinstance(images, datasets.NpyImages):
+    if isinstance(images, image_stores.NpyImages):
         return images.read(rows)
     from PIL import Image
 
@@ -511,7 +511,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         if len(rows) == 0:
             continue
         crops = input_crops(classifier, galaxies, crop)[rows]
-        images = galaxies.images if len(rows) == len(galaxies) else datasets.subset_images(galaxies.images, rows)
+        images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
         probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
         piece = pd.DataFrame({
             "source": [galaxies.sources[row] for row in rows],

@@ -40,7 +40,7 @@ GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 
 import quick_cnn_trainer  # noqa: E402
 from bench_data import write_bench_data  # noqa: E402
-from galaxy_classification import datasets, input_pipeline, models  # noqa: E402
+from galaxy_classification import datasets, image_stores, input_pipeline, models  # noqa: E402
 from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def pipeline_epoch(galaxies, settings, cache_dir, warm_up=True):
     augment = settings.augment
 
     def batches(max_batches=None):
-        return datasets.as_keras_dataset(datasets.GalaxyBatches(
+        return input_pipeline.as_keras_dataset(input_pipeline.GalaxyBatches(
             images, rows, galaxies.labels, settings.batch_size, prepare, shuffle=True,
             augment=(lambda batch, rng: models.augment_batch(batch, rng, **dataclasses.asdict(augment)))
             if augment else None,
@@ -157,7 +157,7 @@ def prediction_figures(n_images):
     else:
         files = write_jpegs(OUTPUT / "jpegs", n_images)
         source = f"{len(files)} synthetic 423 px JPEGs"
-    images = datasets.ImageFiles(files)
+    images = image_stores.ImageFiles(files)
     crop = FieldOfView(10.152).crop_for(classifier.view_petro_radii)
     models.predict_probabilities(classifier, images, crop, progress=False)  # warm-up: tracing, file cache
     started = time.perf_counter()

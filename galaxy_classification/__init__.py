@@ -11,6 +11,17 @@ Modules (one job each):
 - ``sdss_sample`` the SDSS route of sdss_query: query, labels, cutouts, files
 - ``synthetic``   the offline SDSS-like sky used by the demo and the tests
 - ``storage``     atomic writes, the three data files, reading ``--data``
+- ``field_of_view`` how much sky a frame or a network sees, in petroR90 across
+- ``image_stores``  frames on disk (.npy, image files), read a batch at a time
+- ``datasets``      opening a ``--data`` set (images, labels, catalogue) and the split
+- ``input_pipeline`` the model-sized uint8 cache, training batches, prediction batches
+- ``presets``       training recipes (frozen dataclasses)
+- ``preprocessing`` crop, resize, augmentation, the saved preprocessing layer
+- ``architectures`` the networks, optimisers, ensembles, temperature folding
+- ``model_files``   saving and loading models, the Classifier, prediction
+- ``calibration``, ``reports``, ``tables``, ``classify``, ``parts``, ``distribute``,
+  ``multi_worker``: probabilities, reports, output tables, classifying catalogues,
+  sharded runs, several devices or machines
 
 Nothing here imports TensorFlow at import time.
 """

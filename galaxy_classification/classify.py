@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import CLASS_NAMES, catalogue, config, cutouts, datasets, skyserver, tables
+from . import CLASS_NAMES, catalogue, config, cutouts, image_stores, skyserver, tables
 from .field_of_view import FieldOfView
 from .storage import DataFileError
 
@@ -230,7 +230,7 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
         frame_field = FieldOfView(classifier.view_petro_radii, size, band, scale_factor, data_release)
         crop = frame_field.crop_for(classifier.view_petro_radii)
         probabilities[fetched.index] = model_files.predict_probabilities(
-            classifier, datasets.ImageFiles(files), crop, progress=progress)
+            classifier, image_stores.ImageFiles(files), crop, progress=progress)
 
     result = table.copy()
     result["objid"] = rows["objid"]

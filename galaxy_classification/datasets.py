@@ -9,19 +9,17 @@
   spiral, 1 = elliptical), e.g. ``../shared/data/gz1/labels.csv``. Rows with an
   empty label (mergers, "don't know") are skipped and counted.
 
-Images stay uint8 on disk. :class:`NpyImages` maps its file only for the time
-of one read, so the pages a long epoch touches never pile up in the resident
-memory of the process; :class:`GalaxyBatches` turns index lists into batches
-(float32 scaling, one-hot labels, augmentation) with constant memory however many
-galaxies there are. Cropping and resizing every epoch is slow, so both forms are
-turned once into a uint8 ``.npy`` cache at the model's input resolution
-(:mod:`input_pipeline`) and streamed from there.
+Images stay uint8 on disk, in the stores of :mod:`image_stores`; the batches
+(float32 scaling, one-hot labels, augmentation, constant memory however many
+galaxies there are) and the uint8 cache at the model's input resolution are
+:mod:`input_pipeline`'s. This module opens a data set (images, labels,
+catalogue, field of view) and splits it.
 
 The split is the seed's: ``train_test_split(..., test_size=0.3, random_state=42)``
 on galaxy *indices* (the same partition the seed got on arrays), then the last
 20% of the training part for validation, as Keras' ``validation_split`` does.
 
-Nothing here imports TensorFlow; :func:`as_keras_dataset` imports Keras when called.
+Nothing here imports TensorFlow.
 
 Example::
 
@@ -31,7 +29,6 @@ Example::
     first_images = data.images.read(train[:5])     # uint8 (5, 512, 512, 3)
 """
 
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,141 +38,13 @@ import pandas as pd
 
 from galaxy_classification import field_of_view, storage
 from galaxy_classification.field_of_view import FieldOfView
+from galaxy_classification.image_stores import IMAGE_SUFFIXES, ImageFiles, NpyImages, ShardedImages
 from galaxy_classification.storage import DataFileError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 TEST_SIZE = 0.3
 VALIDATION_SPLIT = 0.2
 SPLIT_RANDOM_STATE = 42
 
-
-# --------------------------------------------------------------------------- image stores
-
-
-class NpyImages:
-    """The images of a ``(n, h, w, 3)`` uint8 ``.npy`` file, read on demand.
-
-    Every :meth:`read` maps the file, copies the requested rows and unmaps it
-    again: a memory map that stays open counts every page it has touched in the
-    process's resident memory, which would grow with the data set.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        images = storage.open_images(self.path)  # the same checks as the data directory
-        self.shape = tuple(int(side) for side in images.shape)
-        del images
-
-    def __len__(self):
-        return self.shape[0]
-
-    def read(self, indices):
-        """uint8 array ``(len(indices), h, w, 3)`` of the given rows, in the given order."""
-        indices = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(indices, kind="stable")  # ascending rows read the file forwards
-        images = np.load(self.path, mmap_mode="r")
-        try:
-            batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
-            batch[order] = images[indices[order]]
-        finally:
-            del images
-        return batch
-
-
-    @property
-    def source_paths(self):
-        return [self.path]
-
-
-class ShardedImages(NpyImages):
-    """Several ``.npy`` image files read as one: row i of the whole is row
-    i - offset of the shard holding it. Each read maps only the shards it touches."""
-
-    def __init__(self, stores):
-        self.stores = list(stores)
-        shapes = {store.shape[1:] for store in self.stores}
-        if len(shapes) != 1:
-            raise DataFileError(f"shards hold images of different shapes {sorted(shapes)}")
-        self.offsets = np.cumsum([0] + [len(store) for store in self.stores])
-        self.shape = (int(self.offsets[-1]), *self.stores[0].shape[1:])
-        self.path = self.stores[0].path
-
-    @property
-    def source_paths(self):
-        return [store.path for store in self.stores]
-
-    def read(self, indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
-        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
-        for shard in np.unique(shard_of):
-            chosen = shard_of == shard
-            batch[chosen] = self.stores[shard].read(indices[chosen] - self.offsets[shard])
-        return batch
-
-
-class RowSubset(NpyImages):
-    """Some rows of an :class:`NpyImages`, read as a store of their own."""
-
-    def __init__(self, images, rows):
-        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
-        self.shape = (len(self.rows), *images.shape[1:])
-        self.path = images.path
-
-    @property
-    def source_paths(self):
-        return self.images.source_paths
-
-    def read(self, indices):
-        return self.images.read(self.rows[np.asarray(indices, dtype=np.int64)])
-
-
-def subset_images(images, rows):
-    """The images of ``rows`` as a store of the same kind."""
-    if isinstance(images, NpyImages):
-        return RowSubset(images, rows)
-    return ImageFiles([images.paths[row] for row in rows])
-
-
-class ImageFiles:
-    """Image files (JPEG, PNG, ...) decoded with Pillow when read, as RGB uint8."""
-
-    def __init__(self, paths):
-        self.paths = [Path(path) for path in paths]
-
-    def __len__(self):
-        return len(self.paths)
-
-    def read_one(self, index, min_side=None):
-        return decode_image(self.paths[index], min_side)
-
-    def read(self, indices):
-        """uint8 array of the given images; they must all have the same size."""
-        images = [self.read_one(index) for index in indices]
-        shapes = {image.shape for image in images}
-        if len(shapes) > 1:
-            raise DataFileError(f"images of different sizes {sorted(shapes)} cannot form one batch")
-        return np.stack(images) if images else np.empty((0, 0, 0, 3), np.uint8)
-
-
-def decode_image(path, min_side=None):
-    """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it.
-
-    ``min_side``: the smallest side the caller needs. A JPEG then decodes in
-    Pillow's draft mode at 1/2, 1/4 or 1/8 scale, the smallest that still has
-    ``min_side`` pixels a side: several times faster than a full decode.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if min_side is not None and image.format == "JPEG":
-                image.draft("RGB", (min_side, min_side))
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataFileError(f"{path}: image file missing") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise DataFileError(f"{path}: unreadable image ({error})") from None
 
 
 # --------------------------------------------------------------------------- data sets
@@ -454,96 +323,3 @@ def scale_images(images):
     """uint8 -> float32 in [0, 1]: the seed's min-max scaling with the uint8 range
     (0 and 255) as min and max, applied to one batch, never to the whole array."""
     return np.asarray(images, dtype=np.float32) * np.float32(1.0 / 255.0)
-
-
-# --------------------------------------------------------------------------- batches
-
-
-class GalaxyBatches:
-    """Batches ``(images, one-hot labels[, sample weights])`` over a list of indices.
-
-    ``prepare`` turns a uint8 batch into the float32 model input (crop, resize,
-    scale); ``augment(batch, rng)`` (training only) perturbs it. The order is
-    reshuffled every epoch and the augmentation drawn from a generator seeded by
-    (seed, epoch, batch), so a run is reproducible even with prefetching threads.
-    ``max_batches`` makes an epoch the first that many batches of each shuffle.
-    """
-
-    def __init__(self, images, indices, labels, batch_size, prepare, shuffle=False, augment=None,
-                 class_weights=None, seed=0, max_batches=None):
-        self.images = images
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        self.batch_size = int(batch_size)
-        self.prepare = prepare
-        self.shuffle = shuffle
-        self.augment = augment
-        self.class_weights = class_weights
-        self.seed = int(seed)
-        self.max_batches = max_batches
-        self.epoch = 0
-        self.order = self._epoch_order()
-
-    def __len__(self):
-        batches = math.ceil(len(self.indices) / self.batch_size)
-        return batches if self.max_batches is None else min(batches, self.max_batches)
-
-    def _epoch_order(self):
-        if not self.shuffle:
-            return self.indices
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
-
-    def rows(self, batch_index):
-        return self.order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-
-    def __getitem__(self, batch_index):
-        if not 0 <= batch_index < len(self):
-            raise IndexError(f"batch {batch_index} of {len(self)}")
-        rows = self.rows(batch_index)
-        batch = self.prepare(self.images.read(rows))
-        if self.augment is not None:
-            batch = self.augment(batch, np.random.default_rng([self.seed, self.epoch, batch_index]))
-        if self.labels is None:
-            return (batch,)
-        labels = self.labels[rows]
-        if self.class_weights is None:
-            return batch, one_hot(labels)
-        weights = np.array([self.class_weights[label] for label in labels], dtype=np.float32)
-        return batch, one_hot(labels), weights
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.order = self._epoch_order()
-
-
-@functools.cache
-def _py_dataset_class():
-    import keras
-
-    class GalaxyPyDataset(keras.utils.PyDataset):
-        """Keras' view of a :class:`GalaxyBatches`."""
-
-        def __init__(self, batches, workers=1, max_queue_size=4):
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
-            self.batches = batches
-
-        def __len__(self):
-            return len(self.batches)
-
-        def __getitem__(self, index):
-            return self.batches[index]
-
-        def on_epoch_end(self):
-            self.batches.on_epoch_end()
-
-    return GalaxyPyDataset
-
-
-def as_keras_dataset(batches, workers=1, image_side=128, queue_bytes=32 * 2**20):
-    """Wrap :class:`GalaxyBatches` as a ``keras.utils.PyDataset`` for ``fit``/``predict``.
-    ``workers=2`` prepares the next batch in a thread while the model trains;
-    at most ``queue_bytes`` of ready float32 batches wait (2 to 4 batches), so
-    big images (the seed's 512²) do not pile up in memory."""
-    batch_bytes = batches.batch_size * image_side**2 * 3 * 4
-    max_queue_size = int(min(4, max(2, queue_bytes // batch_bytes)))
-    return _py_dataset_class()(batches, workers=workers, max_queue_size=max_queue_size)

@@ -21,6 +21,7 @@ with the next batch prepared in a thread while the model runs the current one
 """
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_classification import storage
-from galaxy_classification.datasets import NpyImages, ShardedImages
+from galaxy_classification.datasets import one_hot
+from galaxy_classification.image_stores import NpyImages, ShardedImages
 from galaxy_classification.storage import DataFileError
 
 CACHE_VERSION = 2  # bump when the cached pixels would change for the same inputs
@@ -178,3 +180,95 @@ def prepared_batches(images, crops, image_size, batch_size, draft=True, prefetch
             except queue.Empty:
                 pass
 
+
+# --------------------------------------------------------------------------- training batches
+
+
+class GalaxyBatches:
+    """Batches ``(images, one-hot labels[, sample weights])`` over a list of indices.
+
+    ``prepare`` turns a uint8 batch into the float32 model input (crop, resize,
+    scale); ``augment(batch, rng)`` (training only) perturbs it. The order is
+    reshuffled every epoch and the augmentation drawn from a generator seeded by
+    (seed, epoch, batch), so a run is reproducible even with prefetching threads.
+    ``max_batches`` makes an epoch the first that many batches of each shuffle.
+    """
+
+    def __init__(self, images, indices, labels, batch_size, prepare, shuffle=False, augment=None,
+                 class_weights=None, seed=0, max_batches=None):
+        self.images = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.prepare = prepare
+        self.shuffle = shuffle
+        self.augment = augment
+        self.class_weights = class_weights
+        self.seed = int(seed)
+        self.max_batches = max_batches
+        self.epoch = 0
+        self.order = self._epoch_order()
+
+    def __len__(self):
+        batches = math.ceil(len(self.indices) / self.batch_size)
+        return batches if self.max_batches is None else min(batches, self.max_batches)
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return self.indices
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+
+    def rows(self, batch_index):
+        return self.order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+
+    def __getitem__(self, batch_index):
+        if not 0 <= batch_index < len(self):
+            raise IndexError(f"batch {batch_index} of {len(self)}")
+        rows = self.rows(batch_index)
+        batch = self.prepare(self.images.read(rows))
+        if self.augment is not None:
+            batch = self.augment(batch, np.random.default_rng([self.seed, self.epoch, batch_index]))
+        if self.labels is None:
+            return (batch,)
+        labels = self.labels[rows]
+        if self.class_weights is None:
+            return batch, one_hot(labels)
+        weights = np.array([self.class_weights[label] for label in labels], dtype=np.float32)
+        return batch, one_hot(labels), weights
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._epoch_order()
+
+
+@functools.cache
+def _py_dataset_class():
+    import keras
+
+    class GalaxyPyDataset(keras.utils.PyDataset):
+        """Keras' view of a :class:`GalaxyBatches`."""
+
+        def __init__(self, batches, workers=1, max_queue_size=4):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, index):
+            return self.batches[index]
+
+        def on_epoch_end(self):
+            self.batches.on_epoch_end()
+
+    return GalaxyPyDataset
+
+
+def as_keras_dataset(batches, workers=1, image_side=128, queue_bytes=32 * 2**20):
+    """Wrap :class:`GalaxyBatches` as a ``keras.utils.PyDataset`` for ``fit``/``predict``.
+    ``workers=2`` prepares the next batch in a thread while the model trains;
+    at most ``queue_bytes`` of ready float32 batches wait (2 to 4 batches), so
+    big images (the seed's 512²) do not pile up in memory."""
+    batch_bytes = batches.batch_size * image_side**2 * 3 * 4
+    max_queue_size = int(min(4, max(2, queue_bytes // batch_bytes)))
+    return _py_dataset_class()(batches, workers=workers, max_queue_size=max_queue_size)

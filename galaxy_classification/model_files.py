@@ -190,7 +190,7 @@ def _h5_field_record(path):
 
 def predict_probabilities(classifier, images, crops, batch_size=None, progress=True, draft=True):
     """(n, 2) float array of (p_spiral, p_elliptical) for every image of an
-    :class:`~galaxy_classification.datasets.NpyImages` / ``ImageFiles``;
+    :class:`~galaxy_classification.image_stores.NpyImages` / ``ImageFiles``;
     ``crops`` is the centre fraction to keep, one per image or one for all.
     The next batch is decoded and preprocessed while the network runs."""
     from tqdm.auto import tqdm

@@ -88,7 +88,7 @@ def fit(distribution, model, images, train_rows, validation_rows, labels, settin
     import keras
     import tensorflow as tf
 
-    from galaxy_classification import datasets
+    from galaxy_classification import input_pipeline
 
     strategy = distribution.strategy
     global_batch = settings.batch_size
@@ -99,7 +99,7 @@ def fit(distribution, model, images, train_rows, validation_rows, labels, settin
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(global_batch)
         mine = np.asarray(train_rows)[context.input_pipeline_id::context.num_input_pipelines]
-        batches = datasets.GalaxyBatches(images, mine, labels, per_replica, prepare, shuffle=True, augment=augment,
+        batches = input_pipeline.GalaxyBatches(images, mine, labels, per_replica, prepare, shuffle=True, augment=augment,
                                          class_weights=class_weights, seed=seed + context.input_pipeline_id)
 
         def generate():
@@ -132,7 +132,7 @@ def fit(distribution, model, images, train_rows, validation_rows, labels, settin
         return strategy.reduce("SUM", strategy.run(step, args=next(iterator)), axis=None)
 
     history = {"loss": [], "val_loss": [], "val_accuracy": []}
-    validation = datasets.GalaxyBatches(images, validation_rows, labels, global_batch, prepare)
+    validation = input_pipeline.GalaxyBatches(images, validation_rows, labels, global_batch, prepare)
     started = time.perf_counter()
     watchdog = distribution.watchdog
     try:

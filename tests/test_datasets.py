@@ -152,7 +152,7 @@ def test_batches_are_scaled_float32_with_one_hot_labels(data_dir):
     directory, images, labels = data_dir
     data = datasets.open_training_data(directory)
     rows = np.arange(3, 25)
-    batches = datasets.GalaxyBatches(data.images, rows, data.labels, 8, datasets.scale_images,
+    batches = input_pipeline.GalaxyBatches(data.images, rows, data.labels, 8, datasets.scale_images,
                                      class_weights={0: 0.5, 1: 2.0})
     assert len(batches) == 3
     x, y, weights = batches[2]
@@ -168,7 +168,7 @@ def test_shuffled_batches_cover_every_row_each_epoch_reproducibly(data_dir):
     data = datasets.open_training_data(directory)
 
     def epochs(seed):
-        batches = datasets.GalaxyBatches(data.images, np.arange(30), data.labels, 7, datasets.scale_images,
+        batches = input_pipeline.GalaxyBatches(data.images, np.arange(30), data.labels, 7, datasets.scale_images,
                                          shuffle=True, seed=seed)
         orders = []
         for _ in range(2):

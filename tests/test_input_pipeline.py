@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_classification import datasets, input_pipeline, models, storage
+from galaxy_classification import datasets, image_stores, input_pipeline, models
 from galaxy_classification.storage import DataFileError
 from trainer_helpers import galaxy_images, write_data_directory, write_image_csv
 
@@ -90,7 +90,7 @@ def test_an_interrupted_build_leaves_no_half_file(tmp_path):
 
 
 def draft_difference(paths, crop, size):
-    files = datasets.ImageFiles(paths)
+    files = image_stores.ImageFiles(paths)
     crops = np.full(len(paths), crop)
     rows = np.arange(len(paths))
     drafted = input_pipeline.preprocess_rows(files, rows, crops, size, draft=True).astype(int)
@@ -112,7 +112,7 @@ def test_draft_decoding_on_real_galaxy_zoo_frames(gz1_dir):
     table = pd.read_csv(gz1_dir / "labels.csv").head(32)
     difference = draft_difference([gz1_dir / name for name in table["file"]], 0.35, 64)
     assert difference.mean() <= DRAFT_MEAN_TOLERANCE and np.percentile(difference, 99) <= DRAFT_P99_TOLERANCE
-    files = datasets.ImageFiles([gz1_dir / name for name in table["file"]])
+    files = image_stores.ImageFiles([gz1_dir / name for name in table["file"]])
     rows = np.arange(len(table))
     right, wrong = (input_pipeline.preprocess_rows(files, rows, np.full(len(rows), crop), 64, draft=False)
                     for crop in (0.35, 0.40))

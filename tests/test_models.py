@@ -110,11 +110,11 @@ def test_a_model_without_preprocessing_is_wrapped_on_load(tmp_path):
 
 
 def datasets_of(images, directory, name="images.npy"):
-    from galaxy_classification import datasets
+    from galaxy_classification import image_stores
 
     path = directory / name
     np.save(path, images)
-    return datasets.NpyImages(path)
+    return image_stores.NpyImages(path)
 
 
 def test_loading_a_bad_model_file_names_it(tmp_path):

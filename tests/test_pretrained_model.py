@@ -46,11 +46,11 @@ def test_pretrained_model_is_small_enough_to_ship(pretrained_model):
 
 
 def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz1_dir):
-    from galaxy_classification import datasets, models
+    from galaxy_classification import image_stores, models
 
     paths, labels = first_holdout_galaxies(gz1_dir)
     # raw 423² JPEGs as a user has them: the model crops and resizes by itself
-    probabilities = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths),
+    probabilities = models.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
                                                  pretrained_model.default_crop, progress=False)
     assert probabilities.shape == (len(paths), 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
@@ -62,7 +62,7 @@ def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz
 
 
 def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, gz1_dir, tmp_path):
-    from galaxy_classification import datasets, models
+    from galaxy_classification import image_stores, models
 
     paths, _ = first_holdout_galaxies(gz1_dir, per_class=2)
     paths = paths[:3]
@@ -78,7 +78,7 @@ def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, 
     assert [str(path) for path in table["source"]] == [str(path) for path in paths]
     assert set(table["predicted"]) <= set(CLASS_NAMES)
     # the very probabilities of the shipped model, not of some other one
-    expected = models.predict_probabilities(pretrained_model, datasets.ImageFiles(paths),
+    expected = models.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
                                             pretrained_model.default_crop, progress=False)
     np.testing.assert_allclose(table["p_elliptical"], expected[:, 1], atol=1e-4)
     assert "field of view unknown" in finished.stderr  # the assumption is said

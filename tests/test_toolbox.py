@@ -94,11 +94,11 @@ def test_the_shipped_model_gives_the_same_probabilities_on_jax(gz1_dir, tmp_path
     for backend in ("tensorflow", "jax"):
         run_backend(backend, (
             "import numpy, keras\n"
-            "from galaxy_classification import datasets, models\n"
+            "from galaxy_classification import image_stores, models\n"
             f"classifier = models.load_model({str(PRETRAINED)!r})\n"
-            f"probabilities = models.predict_probabilities(classifier, datasets.ImageFiles({files!r}), "
+            f"probabilities = models.predict_probabilities(classifier, image_stores.ImageFiles({files!r}), "
             "classifier.default_crop, progress=False)\n"
-            f"raw = numpy.stack([datasets.decode_image(path) for path in {files!r}])\n"
+            f"raw = numpy.stack([image_stores.decode_image(path) for path in {files!r}])\n"
             "whole = numpy.asarray(classifier.keras_model.predict(raw, verbose=0))\n"
             "assert keras.backend.backend() == " + repr(backend) + "\n"
             f"numpy.save({str(tmp_path / backend)!r} + '.npy', numpy.concatenate([probabilities, whole]))\n"

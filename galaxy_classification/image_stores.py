@@ -1,0 +1,146 @@
+"""Where the frames live, read a batch at a time, always uint8.
+
+- :class:`NpyImages`: a ``(n, h, w, 3)`` uint8 ``.npy`` (an ``sdss_query``
+  directory), mapped only for the time of one read;
+- :class:`ShardedImages`: the shards of a sharded directory, as one store;
+- :class:`RowSubset`: some rows of another store (a part of a data set);
+- :class:`ImageFiles`: one image file per galaxy (a CSV or a folder), decoded
+  with Pillow, in JPEG draft mode when fewer pixels are needed.
+
+Nothing here imports TensorFlow.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_classification import storage
+from galaxy_classification.storage import DataFileError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class NpyImages:
+    """The images of a ``(n, h, w, 3)`` uint8 ``.npy`` file, read on demand.
+
+    Every :meth:`read` maps the file, copies the requested rows and unmaps it
+    again: a memory map that stays open counts every page it has touched in the
+    process's resident memory, which would grow with the data set.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        images = storage.open_images(self.path)  # the same checks as the data directory
+        self.shape = tuple(int(side) for side in images.shape)
+        del images
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, indices):
+        """uint8 array ``(len(indices), h, w, 3)`` of the given rows, in the given order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")  # ascending rows read the file forwards
+        images = np.load(self.path, mmap_mode="r")
+        try:
+            batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+            batch[order] = images[indices[order]]
+        finally:
+            del images
+        return batch
+
+
+    @property
+    def source_paths(self):
+        return [self.path]
+
+
+class ShardedImages(NpyImages):
+    """Several ``.npy`` image files read as one: row i of the whole is row
+    i - offset of the shard holding it. Each read maps only the shards it touches."""
+
+    def __init__(self, stores):
+        self.stores = list(stores)
+        shapes = {store.shape[1:] for store in self.stores}
+        if len(shapes) != 1:
+            raise DataFileError(f"shards hold images of different shapes {sorted(shapes)}")
+        self.offsets = np.cumsum([0] + [len(store) for store in self.stores])
+        self.shape = (int(self.offsets[-1]), *self.stores[0].shape[1:])
+        self.path = self.stores[0].path
+
+    @property
+    def source_paths(self):
+        return [store.path for store in self.stores]
+
+    def read(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        for shard in np.unique(shard_of):
+            chosen = shard_of == shard
+            batch[chosen] = self.stores[shard].read(indices[chosen] - self.offsets[shard])
+        return batch
+
+
+class RowSubset(NpyImages):
+    """Some rows of an :class:`NpyImages`, read as a store of their own."""
+
+    def __init__(self, images, rows):
+        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *images.shape[1:])
+        self.path = images.path
+
+    @property
+    def source_paths(self):
+        return self.images.source_paths
+
+    def read(self, indices):
+        return self.images.read(self.rows[np.asarray(indices, dtype=np.int64)])
+
+
+def subset_images(images, rows):
+    """The images of ``rows`` as a store of the same kind."""
+    if isinstance(images, NpyImages):
+        return RowSubset(images, rows)
+    return ImageFiles([images.paths[row] for row in rows])
+
+
+class ImageFiles:
+    """Image files (JPEG, PNG, ...) decoded with Pillow when read, as RGB uint8."""
+
+    def __init__(self, paths):
+        self.paths = [Path(path) for path in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def read_one(self, index, min_side=None):
+        return decode_image(self.paths[index], min_side)
+
+    def read(self, indices):
+        """uint8 array of the given images; they must all have the same size."""
+        images = [self.read_one(index) for index in indices]
+        shapes = {image.shape for image in images}
+        if len(shapes) > 1:
+            raise DataFileError(f"images of different sizes {sorted(shapes)} cannot form one batch")
+        return np.stack(images) if images else np.empty((0, 0, 0, 3), np.uint8)
+
+
+def decode_image(path, min_side=None):
+    """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it.
+
+    ``min_side``: the smallest side the caller needs. A JPEG then decodes in
+    Pillow's draft mode at 1/2, 1/4 or 1/8 scale, the smallest that still has
+    ``min_side`` pixels a side: several times faster than a full decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if min_side is not None and image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: image file missing") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataFileError(f"{path}: unreadable image ({error})") from None

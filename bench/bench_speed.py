@@ -16,7 +16,10 @@ count beside the rate. The figures:
    modern recipe cheaper), and the ratio;
 4. prediction: the shipped model on 423² JPEG files (the shared Galaxy Zoo 1
    frames when present, synthetic JPEGs of that size otherwise), steady state
-   after one warm-up pass, against the network alone on in-memory arrays.
+   after one warm-up pass, against the network alone on in-memory arrays;
+5. TensorFlow's oneDNN kernels off and on (``TF_ENABLE_ONEDNN_OPTS`` 0 and 1,
+   which the package sets by default): the modern network's training rate
+   alone, in two child processes, one after the other.
 
     .venv/bin/python bench/bench_speed.py                    # about 5 minutes
     .venv/bin/python bench/bench_speed.py --sizes 200 800 --predict-images 400
@@ -25,7 +28,9 @@ Bench data is written under bench/output/speed (git-ignored) and removed.
 """
 
 import argparse
+import json
 import os
+import subprocess
 import shutil
 import sys
 import time
@@ -175,6 +180,25 @@ def prediction_figures(n_images):
     return pipeline_rate, len(probabilities), network_rate, counted, source
 
 
+def kernel_figures(n_images):
+    """{setting: (modern network-only training images/s, images)} with oneDNN off and on."""
+    figures = {}
+    for setting in ("0", "1"):
+        environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        child = subprocess.run([sys.executable, __file__, "--network-only", str(n_images)], env=environment,
+                               capture_output=True, text=True, check=True)
+        figures[setting] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def print_network_only(n_images):
+    """The child of :func:`kernel_figures`: one JSON line."""
+    from galaxy_classification import presets
+
+    rate, counted = network_only_rate(presets.MODERN_PRESET, n_images)
+    print(json.dumps([rate, counted]))
+
+
 def write_jpegs(directory, n_images):
     from PIL import Image
 
@@ -193,7 +217,10 @@ def main():
     parser.add_argument("--sizes", type=int, nargs=2, default=[400, 1600], metavar=("SMALL", "LARGE"),
                         help="the two sample sizes of the marginal per-galaxy cost (default 400 1600)")
     parser.add_argument("--predict-images", type=int, default=800, help="JPEG files for the prediction figure")
+    parser.add_argument("--network-only", type=int, metavar="N", help=argparse.SUPPRESS)  # kernel_figures' child
     arguments = parser.parse_args()
+    if arguments.network_only:
+        return print_network_only(arguments.network_only)
     sys.path.insert(0, str(ROOT / "tests"))
     sizes = sorted(arguments.sizes)
     try:
@@ -203,6 +230,7 @@ def main():
         figures = training_figures(data_dirs, sizes)
         print("\nprediction:")
         pipeline_rate, count, network_rate, counted, source = prediction_figures(arguments.predict_images)
+        kernels = kernel_figures(1280)
     finally:
         shutil.rmtree(OUTPUT, ignore_errors=True)
     seed, modern = figures["seed"], figures["modern"]
@@ -219,6 +247,9 @@ def main():
           f"{modern['epochs']} epochs {1000 * modern_recipe:.1f} ms -> {seed_recipe / modern_recipe:.1f}x cheaper")
     print(f"  training pipeline / network only: seed {seed['pipeline_rate'] / seed['network_rate']:.2f}, "
           f"modern {modern['pipeline_rate'] / modern['network_rate']:.2f}")
+    (off, off_count), (on, on_count) = kernels["0"], kernels["1"]
+    print(f"  modern network training, oneDNN off {off:.1f} images/s ({off_count}), on {on:.1f} images/s "
+          f"({on_count}) -> {on / off:.2f}x")
 
 
 if __name__ == "__main__":

@@ -119,3 +119,14 @@ def test_training_works_on_jax(tmp_path):
         f"'--image-size', '16', '--batch-size', '8', '--out', {str(tmp_path / 'run')!r}, '--seed', '1']))\n"
     ), tmp_path)
     assert (tmp_path / "run" / "my-galaxy-model.keras").is_file() and (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
+def test_onednn_kernels_are_asked_for_unless_the_user_chose(given, expected):
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        environment["TF_ENABLE_ONEDNN_OPTS"] = given
+    shown = subprocess.run([sys.executable, "-c", "import os, galaxy_classification; "
+                            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"], cwd=PROJECT_ROOT, env=environment,
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert shown.stdout.strip() == expected

@@ -51,7 +51,7 @@ def _pretrained_model():
 
 DEFAULT_MODEL = _pretrained_model()
 MODEL_STEM = "my-galaxy-model"
-COMMANDS = ("train", "evaluate", "predict", "classify", "merge")
+COMMANDS = ("train", "evaluate", "predict", "classify", "merge", "ensemble")
 PRESET_NAMES = tuple(presets.PRESETS)
 PREFETCH_WORKERS = 2
 PREPARE_CHUNK = 8  # one thread prepares the next batch while the model trains
@@ -421,6 +421,22 @@ def _load_model(model_path):
         raise UsageError(str(error)) from None
 
 
+def combine_models(model_paths, out="ensemble.keras"):
+    """Save the average of the saved models ``model_paths`` as ``out`` (.keras) and its .h5."""
+    from galaxy_classification import model_files
+
+    out = Path(out)
+    if out.suffix.lower() != ".keras":
+        raise UsageError(f"--out {out}: expected a .keras file name (the .h5 is written beside it)")
+    classifiers = [_load_model(path) for path in model_paths]
+    try:
+        h5_path, keras_path = model_files.combine(classifiers, out.with_suffix(""))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"saved {keras_path} (the mean of {len(classifiers)} models' probabilities) and {h5_path}")
+    return keras_path
+
+
 def input_crops(classifier, galaxies, crop=None):
     """One crop per galaxy that shows the sky ``classifier`` was trained on;
     ``crop`` (``--crop``) replaces them all."""
@@ -670,6 +686,15 @@ def build_parser(command="train"):
                             help="call a galaxy 'uncertain' when its larger probability is below this")
         parser.add_argument("--shard", type=_shard, metavar="k/N", help=SHARD_HELP)
         return parser
+    if command == "ensemble":
+        parser = _Parser(prog=prog, description="Average saved models (trained with other seeds, or on other "
+                                                "machines) into one model that plain Keras loads.")
+        parser.add_argument("models", nargs="+", metavar="MODEL", help="two or more .keras / .h5 models that take "
+                                                                         "the same input")
+        parser.add_argument("--out", default="ensemble.keras",
+                            help="the combined model; a .h5 of the bare networks is written beside it "
+                                 "(default ensemble.keras)")
+        return parser
     if command == "merge":
         parser = _Parser(prog=prog, description="Join the OUT.part-k-of-N tables of a sharded predict or classify "
                                                 "into OUT, refusing missing or duplicated rows.")
@@ -699,7 +724,7 @@ def build_parser(command="train"):
         prog=prog,
         description="Train a CNN to tell spiral (0) from elliptical (1) galaxies, report on a held-out 30%, "
                     "save my-galaxy-model.h5 and .keras.",
-        epilog="other commands: 'quick_cnn_trainer.py evaluate --help', 'quick_cnn_trainer.py predict --help'",
+        epilog="other commands (each with --help): evaluate, predict, classify, merge, ensemble",
     )
     add = parser.add_argument
     add("--data", default="data", help="a sdss_query data directory or a CSV with columns file,label (default data/)")
@@ -760,6 +785,8 @@ def main(argv=None):
                     shard=_shard_or_environment(arguments.shard))
         elif command == "merge":
             merge(arguments.out)
+        elif command == "ensemble":
+            combine_models(arguments.models, arguments.out)
         else:
             classify(arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
                      data_release=arguments.data_release, workers=arguments.workers,

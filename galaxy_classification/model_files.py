@@ -142,6 +142,35 @@ def save_classifier_files(core_model, stem, crop_fraction, image_size, trained_f
     return stem.with_suffix(".h5"), stem.with_suffix(".keras")
 
 
+def combine(classifiers, stem):
+    """Save the average of saved classifiers as one model (``stem.keras`` and
+    ``stem.h5``): members trained apart (other seeds, other machines) vote
+    equally. They must see the same sky the same way (input size, crop, field
+    of view, band); each keeps the temperature it was calibrated with."""
+    from galaxy_classification.architectures import average_of
+    from galaxy_classification.field_of_view import FieldOfView
+
+    if len(classifiers) < 2:
+        raise ValueError(f"MODEL: an ensemble needs at least 2 models, got {len(classifiers)}")
+    first = classifiers[0]
+    for other in classifiers[1:]:
+        mine, theirs = _viewing(first), _viewing(other)
+        if mine != theirs:
+            raise ValueError(f"MODEL: {other.name} sees {theirs}, {first.name} sees {mine}: the members of an "
+                             "ensemble must take the same input (image_size, crop, view, trained field, band)")
+    members = [keras.Model(classifier.network.inputs[0], classifier.network.outputs[0], name=f"member_{index}")
+               for index, classifier in enumerate(classifiers)]
+    field = None if first.trained_field is None else FieldOfView(first.trained_field, band=first.band)
+    return save_classifier_files(average_of(members), stem, first.default_crop, first.image_size, field)
+
+
+def _viewing(classifier):
+    rounded = (lambda value: None if value is None else round(value, 4))
+    return {"image_size": classifier.image_size, "crop": rounded(classifier.default_crop),
+            "view": rounded(classifier.view_petro_radii), "trained_field": rounded(classifier.trained_field),
+            "band": classifier.band}
+
+
 def load_model(path):
     """A :class:`Classifier` from a ``.keras`` or ``.h5`` file.
 

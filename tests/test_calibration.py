@@ -111,6 +111,35 @@ def test_an_ensemble_is_one_plain_keras_model_equal_to_the_mean_of_its_members(t
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
 
 
+def test_models_trained_apart_combine_into_one_model_giving_their_mean(tmp_path, capsys):
+    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD
+
+    paths = []
+    for seed in (0, 1):
+        network = models.build_modern_cnn(16, (4, 8), (1, 1))  # the trainer's name for both: they must not clash
+        network.set_weights([np.random.default_rng(seed).normal(0, 0.3, w.shape) for w in network.get_weights()])
+        _, keras_path = models.save_classifier_files(network, tmp_path / f"seed{seed}", 0.35, 16, GALAXY_ZOO_1_FIELD)
+        paths.append(keras_path)
+    assert quick_cnn_trainer.main(["ensemble", *map(str, paths), "--out", str(tmp_path / "both.keras")]) == 0
+    combined = models.load_model(tmp_path / "both.keras")
+    assert (combined.view_petro_radii, combined.trained_field) == (round(10.152 * 0.35, 6), 10.152)
+    frames = np.random.default_rng(2).integers(0, 256, (4, 60, 60, 3), dtype=np.uint8)
+    expected = np.mean([models.load_model(path).keras_model.predict(frames, verbose=0) for path in paths], axis=0)
+    np.testing.assert_allclose(combined.keras_model.predict(frames, verbose=0), expected, atol=1e-5)
+
+
+def test_models_that_see_the_sky_differently_are_not_combined(tmp_path, capsys):
+    paths = []
+    for size in (16, 24):
+        network = models.build_modern_cnn(size, (4, 8), (1, 1))
+        paths.append(models.save_classifier_files(network, tmp_path / f"size{size}", 1.0, size, None)[1])
+    with pytest.raises(SystemExit):
+        quick_cnn_trainer.main(["ensemble", *map(str, paths), "--out", str(tmp_path / "both.keras")])
+    error = capsys.readouterr().err
+    assert "MODEL" in error and "image_size" in error
+    assert not (tmp_path / "both.keras").exists()
+
+
 def test_training_an_ensemble_writes_calibration_and_the_trust_pictures(tmp_path):
     directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=1500, size=16)
     out = tmp_path / "run"

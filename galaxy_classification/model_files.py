@@ -42,7 +42,6 @@ def wrap_for_saving(core_model, crop_fraction, image_size, trained_field=None, t
     return keras.Model(raw_images, core_model(model_input), name="galaxy_classifier")
 
 
-
 # --------------------------------------------------------------------------- the classifier
 
 
@@ -165,10 +164,11 @@ def combine(classifiers, stem):
 
 
 def _viewing(classifier):
-    rounded = (lambda value: None if value is None else round(value, 4))
-    return {"image_size": classifier.image_size, "crop": rounded(classifier.default_crop),
-            "view": rounded(classifier.view_petro_radii), "trained_field": rounded(classifier.trained_field),
-            "band": classifier.band}
+    """What a member takes: its field record and crop, without the temperature
+    (each member's own, folded into its weights)."""
+    record = {**classifier.field_record(), "crop": classifier.default_crop}
+    del record["temperature"]
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in record.items()}
 
 
 def load_model(path):

@@ -30,7 +30,7 @@ import os
 
 # TensorFlow turns its oneDNN kernels on by itself only on some x86 CPUs; on
 # this project's 2-core AMD EPYC machine asking for them trains the modern
-# network 1.75x faster (bench/bench_speed.py, 2026-12-02). Read when TensorFlow is first
+# network 1.3-1.75x faster (two runs of bench/bench_speed.py, 2026-12-02). Read when TensorFlow is first
 # imported; a user's own setting wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -119,8 +119,6 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
     training galaxies in batches of 64 would give 3 steps an epoch, too few
     for the network (or BatchNorm's statistics) to settle before early stopping.
     """
-    import dataclasses
-
     preset = presets.PRESETS[preset_name]
     if crop is not None:
         crop_fraction = crop
@@ -163,6 +161,39 @@ def known_training_field(galaxies, data):
     return field_of_view.FieldOfView(float(np.median(galaxies.row_fields)), source="given")
 
 
+@dataclasses.dataclass
+class TrainingPlan:
+    """What a training run works on: the galaxies, their field, the seed's split
+    (rows of ``galaxies``) and the recipe with its crop for each frame."""
+
+    galaxies: object
+    field: object
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+    test_rows: np.ndarray
+    settings: presets.Preset
+    crops: np.ndarray
+
+
+def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, crop=None,
+                  test_fraction=datasets.TEST_SIZE, field_of_view=None, min_agreement=None, replicas=1):
+    """Open ``data``, split it and settle the recipe (:func:`resolve_settings`);
+    with R ``replicas`` the global batch and the learning rate are R times the preset's."""
+    galaxies = get_data(data, field_of_view)
+    skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
+    print(f"{len(galaxies)} galaxies from {data}{skipped}")
+    field = known_training_field(galaxies, data)
+    kept = _agreeing_galaxies(galaxies, min_agreement)
+    train_rows, validation_rows, test_rows = (kept[rows] for rows in
+                                              datasets.split_indices(len(kept), test_size=test_fraction))
+    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
+    if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
+        settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
+                                       learning_rate=settings.learning_rate * replicas)
+    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings,
+                        training_crops(galaxies, settings, crop))
+
+
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
           seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None,
           ensemble=1, min_agreement=None, distribute="auto", peer_timeout=600):
@@ -181,133 +212,179 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     chief writes (the others return None), and a worker that hears nothing from
     its peers for ``peer_timeout`` seconds stops with a message.
     """
-    from galaxy_classification import calibration
     from galaxy_classification import distribute as distribution_module
 
     try:  # first: a multi-worker strategy must exist before TensorFlow's runtime starts
         distribution = distribution_module.choose(distribute, peer_timeout)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    galaxies = get_data(data, field_of_view)
-    skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
-    print(f"{len(galaxies)} galaxies from {data}{skipped}")
-    field = known_training_field(galaxies, data)
-    kept = _agreeing_galaxies(galaxies, min_agreement)
-    train_rows, validation_rows, test_rows = (kept[rows] for rows in
-                                              datasets.split_indices(len(kept), test_size=test_fraction))
-    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
-    crops = training_crops(galaxies, settings, crop)
-    if distribution.replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
-        settings = dataclasses.replace(settings, batch_size=settings.batch_size * distribution.replicas,
-                                       learning_rate=settings.learning_rate * distribution.replicas)
-        print(f"{distribution.name}: {distribution.replicas} replicas, global batch {settings.batch_size}, "
-              f"learning rate {settings.learning_rate:g}")
+    plan = plan_training(data, preset, epochs, batch_size, image_size, crop, test_fraction, field_of_view,
+                         min_agreement, distribution.replicas)
+    if distribution.replicas > 1:
+        print(f"{distribution.name}: {distribution.replicas} replicas, global batch {plan.settings.batch_size}, "
+              f"learning rate {plan.settings.learning_rate:g}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    images, prepare = _training_images(plan.galaxies, out_dir, plan.crops, plan.settings.image_size, progress)
+    batches = TrainingBatches.for_plan(plan, images, prepare)
 
-    from galaxy_classification import architectures, input_pipeline, model_files, preprocessing, reports
+    run = _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch, progress)
+    if not distribution.is_chief:
+        print(f"worker done after {run.seconds:.1f} s of training; the chief writes the model and the report")
+        return None
+    return _calibrate_save_and_report(plan, run, batches, images, out_dir, progress, {
+        "command": "train", "data": str(data), "preset": preset, "seed": seed, "ensemble": ensemble,
+        "min_agreement": min_agreement, "distribution": distribution.record()})
+
+
+@dataclasses.dataclass
+class TrainingBatches:
+    """Makes Keras data sets of a plan's galaxies: ``batches(rows)`` for
+    prediction, ``batches(rows, training=True)`` shuffled, augmented and
+    weighted by class as the recipe says."""
+
+    images: object
+    prepare: object
+    labels: np.ndarray
+    settings: presets.Preset
+    augment: object = None
+    class_weights: dict = None
+
+    @classmethod
+    def for_plan(cls, plan, images, prepare):
+        from galaxy_classification import preprocessing
+
+        settings, labels = plan.settings, plan.galaxies.labels
+        augment = (functools.partial(preprocessing.augment_batch, **dataclasses.asdict(settings.augment))
+                   if settings.augment else None)
+        class_weights = datasets.balanced_class_weights(labels[plan.train_rows]) if settings.class_weights else None
+        return cls(images, prepare, labels, settings, augment, class_weights)
+
+    def __call__(self, rows, training=False, with_labels=True, max_batches=None, shuffle_seed=0):
+        from galaxy_classification import input_pipeline
+
+        return input_pipeline.as_keras_dataset(input_pipeline.GalaxyBatches(
+            self.images, rows, self.labels if with_labels else None, self.settings.batch_size, self.prepare,
+            shuffle=training, seed=shuffle_seed, augment=self.augment if training else None,
+            class_weights=self.class_weights, max_batches=max_batches,
+        ), workers=PREFETCH_WORKERS, image_side=self.settings.image_size)
+
+
+@dataclasses.dataclass
+class TrainedMembers:
+    """The networks an ensemble (or a single run) trained, with their histories."""
+
+    networks: list
+    histories: list
+    seconds: float
+    steps_per_epoch: int
+
+
+def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch, progress):
+    """Train ``ensemble`` networks from seeds seed, seed+1, ... on the same split."""
+    from galaxy_classification import architectures
 
     import keras
 
-    size = settings.image_size
-    images, prepare = _training_images(galaxies, out_dir, crops, size, progress)
-    labels = galaxies.labels
-    class_weights = datasets.balanced_class_weights(labels[train_rows]) if settings.class_weights else None
-
-    def batches(rows, training=False, with_labels=True, max_batches=None, shuffle_seed=0):
-        augment = settings.augment
-        return input_pipeline.as_keras_dataset(input_pipeline.GalaxyBatches(
-            images, rows, labels if with_labels else None, settings.batch_size, prepare,
-            shuffle=training, seed=shuffle_seed,
-            augment=functools.partial(preprocessing.augment_batch, **dataclasses.asdict(augment))
-            if training and augment else None,
-            class_weights=class_weights,
-            max_batches=max_batches,
-        ), workers=PREFETCH_WORKERS, image_side=size)
-
-    view = field.petro_radii * settings.crop_fraction
-    members, histories, training_seconds, steps = [], [], 0.0, 0
+    settings, size = plan.settings, plan.settings.image_size
+    view = plan.field.petro_radii * settings.crop_fraction
+    run = TrainedMembers([], [], 0.0, 0)
     for member in range(ensemble):
         member_seed = None if seed is None else seed + member
+        number = member if ensemble > 1 else None  # names in an ensemble must differ
         _seed_everything(keras, member_seed)
-        training_batches = batches(train_rows, training=True, max_batches=steps_per_epoch,
+        training_batches = batches(plan.train_rows, training=True, max_batches=steps_per_epoch,
                                    shuffle_seed=(member_seed or 0))
-        steps = len(training_batches)
+        run.steps_per_epoch = len(training_batches)
         with distribution.scope():
-            core_model = architectures.build_core_model(settings, size, member if ensemble > 1 else None)
-            architectures.compile_model(core_model, settings, steps)
-        callbacks = []
-        if settings.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+            core_model = architectures.build_core_model(settings, size, number)
+            architectures.compile_model(core_model, settings, run.steps_per_epoch)
         which = f" (ensemble member {member + 1} of {ensemble})" if ensemble > 1 else ""
-        print(f"preset {preset}{which}: {core_model.count_params():,} parameters, {size}px images "
+        print(f"preset {settings.name}{which}: {core_model.count_params():,} parameters, {size}px images "
               f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
-              f"{settings.epochs} epochs of batch {settings.batch_size}; "
-              f"train {len(train_rows)}, validation {len(validation_rows)}, test {len(test_rows)}")
+              f"{settings.epochs} epochs of batch {settings.batch_size}; train {len(plan.train_rows)}, "
+              f"validation {len(plan.validation_rows)}, test {len(plan.test_rows)}")
         if distribution.name == "MultiWorkerMirroredStrategy":
-            history, seconds = _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows,
-                                                 labels, settings, prepare, class_weights, member_seed, progress)
-            core_model = _plain_copy(core_model, settings, size, member if ensemble > 1 else None)
+            history, seconds = _fit_multi_worker(distribution, core_model, plan, batches, member_seed, progress)
+            core_model = _plain_copy(core_model, settings, size, number)
         else:
-            started = time.perf_counter()
-            history = core_model.fit(
-                training_batches, validation_data=batches(validation_rows), epochs=settings.epochs,
-                callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
-            ).history  # the History callback holds the model; keep only the numbers
-            seconds = time.perf_counter() - started
-        training_seconds += seconds
-        histories.append(history)
+            history, seconds = _fit(core_model, training_batches, batches(plan.validation_rows), settings, progress)
+        run.seconds += seconds
+        run.histories.append(history)
         architectures.forget_optimizer(core_model)
-        members.append(core_model)
-    if not distribution.is_chief:
-        print(f"worker done after {training_seconds:.1f} s of training; the chief writes the model and the report")
-        return None
-    network = members[0] if ensemble == 1 else architectures.average_of(members)
-    temperature, calibration_record = _calibrate(members, batches(validation_rows, with_labels=False),
-                                                 labels[validation_rows], progress)
-    p_elliptical = network.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
-    model_files.save_classifier_files(network, out_dir / MODEL_STEM, settings.crop_fraction, size, field, temperature)
+        run.networks.append(core_model)
+    return run
 
-    epochs_run = [len(history["loss"]) for history in histories]
+
+def _fit(core_model, training_batches, validation_batches, settings, progress):
+    """(history, seconds) of Keras' own fit, keeping the best epoch when the preset stops early."""
+    import keras
+
+    callbacks = []
+    if settings.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+    started = time.perf_counter()
+    history = core_model.fit(
+        training_batches, validation_data=validation_batches, epochs=settings.epochs,
+        callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+    ).history  # the History callback holds the model; keep only the numbers
+    return history, time.perf_counter() - started
+
+
+def _calibrate_save_and_report(plan, run, batches, images, out_dir, progress, record):
+    """Fold a temperature fitted on the validation split into the networks,
+    save their average, judge it on the test split; return the metrics."""
+    from galaxy_classification import architectures, calibration, model_files, reports
+
+    settings, field, test_rows = plan.settings, plan.field, plan.test_rows
+    network = run.networks[0] if len(run.networks) == 1 else architectures.average_of(run.networks)
+    temperature, calibration_record = _calibrate(run.networks, batches(plan.validation_rows, with_labels=False),
+                                                 plan.galaxies.labels[plan.validation_rows], progress)
+    p_elliptical = network.predict(batches(test_rows, with_labels=False), verbose=_keras_verbosity(progress))[:, 1]
+    model_files.save_classifier_files(network, out_dir / MODEL_STEM, settings.crop_fraction, settings.image_size,
+                                      field, temperature)
+    agreement = calibration.volunteer_agreement(plan.galaxies.catalogue)
     metrics = reports.write_evaluation_report(
-        out_dir, labels[test_rows], p_elliptical,
+        out_dir, plan.galaxies.labels[test_rows], p_elliptical,
         load_images=lambda positions: images.read(test_rows[positions]),
-        history=histories[0], sources=[galaxies.sources[row] for row in test_rows],
-        agreement=None if (agreement := calibration.volunteer_agreement(galaxies.catalogue)) is None
-        else agreement[test_rows],
-        extra={
-            "command": "train", "data": str(data), "preset": preset, "seed": seed,
-            "image_size": size, "crop_fraction": round(settings.crop_fraction, 6),
-            "field_of_view": {"data": field.to_json(), "data_source": field.source,
-                              "model_view_petro_radii": round(view, 4)},
-            "batch_size": settings.batch_size, "ensemble": ensemble, "min_agreement": min_agreement,
-            "distribution": distribution.record(),
-            "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if ensemble == 1 else epochs_run,
-            "split": {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)},
-            "training_seconds": round(training_seconds, 1),
-            "temperature_scaling": calibration_record,
-            "steps_per_epoch": steps,
-            "training_images_per_second": round(
-                min(len(train_rows), steps * settings.batch_size) * sum(epochs_run) / training_seconds, 2),
-        },
+        history=run.histories[0], sources=[plan.galaxies.sources[row] for row in test_rows],
+        agreement=None if agreement is None else agreement[test_rows],
+        extra={**record, **_training_record(plan, run), "temperature_scaling": calibration_record},
     )
     print(reports.format_metrics(metrics))
     print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
-          f"float32 in [0, 1] at {size} px); metrics and pictures in {out_dir}/")
+          f"float32 in [0, 1] at {settings.image_size} px); metrics and pictures in {out_dir}/")
     reports.show_on_screen_if_possible([out_dir / reports.TRAINING_CURVES_FILE])
     return metrics
 
 
-def _fit_multi_worker(distribution, core_model, images, train_rows, validation_rows, labels, settings, prepare,
-                      class_weights, seed, progress):
-    from galaxy_classification import multi_worker, preprocessing
+def _training_record(plan, run):
+    """metrics.json's account of the recipe, the split and the training time."""
+    settings, field = plan.settings, plan.field
+    epochs_run = [len(history["loss"]) for history in run.histories]
+    images_trained = min(len(plan.train_rows), run.steps_per_epoch * settings.batch_size) * sum(epochs_run)
+    return {
+        "image_size": settings.image_size, "crop_fraction": round(settings.crop_fraction, 6),
+        "field_of_view": {"data": field.to_json(), "data_source": field.source,
+                          "model_view_petro_radii": round(field.petro_radii * settings.crop_fraction, 4)},
+        "batch_size": settings.batch_size,
+        "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if len(epochs_run) == 1 else epochs_run,
+        "split": {"train": len(plan.train_rows), "validation": len(plan.validation_rows),
+                  "test": len(plan.test_rows)},
+        "training_seconds": round(run.seconds, 1),
+        "steps_per_epoch": run.steps_per_epoch,
+        "training_images_per_second": round(images_trained / run.seconds, 2),
+    }
 
-    augment = (functools.partial(preprocessing.augment_batch, **dataclasses.asdict(settings.augment))
-               if settings.augment else None)
+
+def _fit_multi_worker(distribution, core_model, plan, batches, seed, progress):
+    from galaxy_classification import multi_worker
+
     try:
-        return multi_worker.fit(distribution, core_model, images, train_rows, validation_rows, labels, settings,
-                                prepare, augment, class_weights, seed or 0, progress)
+        return multi_worker.fit(distribution, core_model, batches.images, plan.train_rows, plan.validation_rows,
+                                plan.galaxies.labels, plan.settings, batches.prepare, batches.augment,
+                                batches.class_weights, seed or 0, progress)
     except multi_worker.PeerLost as error:
         raise UsageError(str(error)) from None
 

@@ -10,6 +10,7 @@ text. Every table with an objid can carry a SkyServer explore link
 (:func:`explore_url`).
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,10 @@ def write_table(frame, path, meta=None):
         storage.write_csv_atomic(frame, path)
         return path
     table = to_astropy(frame, meta, votable=kind == "votable")
-    with storage.atomic_output(path) as temporary:
+    with storage.atomic_output(path) as temporary, warnings.catch_warnings():
+        # keys like model_sha256 are longer than FITS' 8 characters: HIERARCH cards
+        # (the standard convention, read back by astropy and fitsio) are what we want
+        warnings.filterwarnings("ignore", message=r"Keyword name .* HIERARCH card will be created")
         table.write(temporary, format=kind, overwrite=True)
     return path
 

@@ -35,8 +35,10 @@ demo-data: $(STAMP)
 	  $(BIN)/python sdss_query.py --synthetic --n-galaxies $(DEMO_GALAXIES) --out $(DEMO_DATA); \
 	fi
 
+# two workers (one per core here): most of the suite's time is single-threaded TensorFlow start-up and
+# graph tracing, so the second core halves the wall time; more workers would only add memory
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 2 --dist worksteal tests
 
 clean-data:
 	rm -rf $(DEMO_DATA)/galaxy_data.csv $(DEMO_DATA)/galaxy_images.npy $(DEMO_DATA)/galaxy_labels.npy $(DEMO_DATA)/cutouts

@@ -120,30 +120,39 @@ def test_shard_size_and_an_existing_data_set_of_the_other_kind_are_refused(one_a
         sdss_query.create_datafiles(4, source="synthetic", out_dir=one, image_size=16, shard_size=2)
 
 
-def run_with_cpu_devices(devices, arguments, tmp_path):
+def start_with_cpu_devices(devices, arguments, log):
+    """The trainer in a child process whose one CPU shows as ``devices`` logical devices,
+    writing what it prints to ``log`` (a file: two children never wait on a full pipe)."""
     script = (
         "import sys, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         f"tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})\n"
         "import quick_cnn_trainer\n"
         f"sys.exit(quick_cnn_trainer.main({arguments!r}))\n")
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
-                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    with open(log, "w") as output:
+        return subprocess.Popen([sys.executable, "-c", script], stdout=output, stderr=subprocess.STDOUT,
+                                cwd=PROJECT_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def test_mirrored_over_two_cpu_devices_trains_like_one_device(tmp_path):
     from trainer_helpers import write_data_directory
 
     directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=80, size=24)
+    runs = {devices: start_with_cpu_devices(devices, [  # side by side: the two runs are independent
+        "--data", str(directory), "--preset", "seed", "--epochs", "3",
+        "--batch-size", str(batch), "--seed", "1", "--distribute", "mirrored" if devices > 1 else "none",
+        "--out", str(tmp_path / f"devices-{devices}")], tmp_path / f"devices-{devices}.log")
+        for devices, batch in ((1, 8), (2, 4))}  # the same global batch of 8
+    try:
+        for run in runs.values():
+            run.wait(timeout=600)
+    finally:
+        for run in runs.values():
+            run.kill()
     figures = {}
-    for devices, batch in ((1, 8), (2, 4)):  # the same global batch of 8
-        out = tmp_path / f"devices-{devices}"
-        finished = run_with_cpu_devices(devices, [
-            "--data", str(directory), "--preset", "seed", "--epochs", "3",
-            "--batch-size", str(batch), "--seed", "1", "--distribute", "mirrored" if devices > 1 else "none",
-            "--out", str(out)], tmp_path)
-        assert finished.returncode == 0, finished.stderr[-3000:]
-        figures[devices] = json.loads((out / "metrics.json").read_text())
+    for devices, run in runs.items():
+        assert run.returncode == 0, (tmp_path / f"devices-{devices}.log").read_text()[-3000:]
+        figures[devices] = json.loads((tmp_path / f"devices-{devices}" / "metrics.json").read_text())
     assert figures[2]["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
     assert figures[1]["distribution"] == {"strategy": "none", "replicas": 1}
     assert figures[2]["batch_size"] == 8
@@ -152,8 +161,6 @@ def test_mirrored_over_two_cpu_devices_trains_like_one_device(tmp_path):
     assert abs(figures[2]["accuracy"] - figures[1]["accuracy"]) <= 0.15
     print({devices: figures[devices]["accuracy"] for devices in figures})
     assert min(figures[1]["accuracy"], figures[2]["accuracy"]) >= 0.6  # better than chance on 24 test galaxies
-
-
 
 
 def free_ports(count):
@@ -204,7 +211,7 @@ def test_a_worker_whose_peer_never_comes_fails_with_a_message(tmp_path):
 
     directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=24, size=16)
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    lonely = trainer_process(directory, tmp_path / "out", cluster, 0, ["--peer-timeout", "15"])
+    lonely = trainer_process(directory, tmp_path / "out", cluster, 0, ["--peer-timeout", "6"])
     started = time.monotonic()
     try:
         _, error = lonely.communicate(timeout=240)

@@ -529,15 +529,13 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
     and each galaxy's probabilities into ``out/predictions`` (.csv, .ecsv, .fits, .vot)."""
     import pandas as pd
 
-    from galaxy_classification import model_files, reports, tables
+    from galaxy_classification import calibration, model_files, reports, tables
 
     _table_format(predictions)
     classifier = _load_model(model)
     galaxies = get_data(data, field_of_view)
     crops = input_crops(classifier, galaxies, crop)
     probabilities = model_files.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
-    from galaxy_classification import calibration
-
     metrics = reports.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
         load_images=functools.partial(_images_for_display, galaxies.images),
@@ -548,15 +546,13 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
                                  "data": galaxies.field.to_json() if galaxies.field else None,
                                  "crop_fraction": round(float(np.median(crops)), 6)}},
     )
-    per_galaxy = pd.DataFrame({"source": galaxies.sources, "label": galaxies.labels,
-                               "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]})
-    objids = _catalogue_objids(galaxies)
-    release = _data_release_of(galaxies)
-    if objids is not None:
-        per_galaxy = tables.with_explore_links(per_galaxy.assign(objid=objids), release)
+    per_galaxy = _with_sky_links(pd.DataFrame({
+        "source": galaxies.sources, "label": galaxies.labels,
+        "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]}), galaxies, np.arange(len(galaxies)))
     tables.write_table(per_galaxy, Path(out) / predictions,
                        meta={"model": classifier.name, "model_sha256": classifier.sha256})
-    suspects = reports.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources, objids, release)
+    suspects = reports.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources,
+                                      _catalogue_objids(galaxies), _data_release_of(galaxies))
     tables.write_table(suspects, Path(out) / reports.SUSPECT_LABELS_FILE)
     print(reports.format_metrics(metrics))
     print(f"metrics, pictures, {predictions} and {reports.SUSPECT_LABELS_FILE} (the {len(suspects)} galaxies it "
@@ -606,17 +602,13 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         crops = input_crops(classifier, galaxies, crop)[rows]
         images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
         probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
-        piece = pd.DataFrame({
+        piece = _with_sky_links(pd.DataFrame({
             "source": [galaxies.sources[row] for row in rows],
             "p_spiral": probabilities[:, 0],
             "p_elliptical": probabilities[:, 1],
             "predicted": classify_module.predicted_classes(probabilities, min_confidence),
             "crop": np.round(crops, 4),
-        })
-        objids = _catalogue_objids(galaxies)
-        if objids is not None:
-            piece["objid"] = [objids[row] for row in rows]
-            piece = tables.with_explore_links(piece, _data_release_of(galaxies))
+        }), galaxies, rows)
         if shard:
             piece[parts.ROW_COLUMN] = rows + offset
         pieces.append(piece)
@@ -628,6 +620,17 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
     print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
     return table
+
+
+def _with_sky_links(table, galaxies, rows):
+    """``table`` (a line for each of ``rows`` of ``galaxies``) with each galaxy's
+    objid and SkyServer explore link, when the data's catalogue has objids."""
+    from galaxy_classification import tables
+
+    objids = _catalogue_objids(galaxies)
+    if objids is None:
+        return table
+    return tables.with_explore_links(table.assign(objid=[objids[row] for row in rows]), _data_release_of(galaxies))
 
 
 def _data_release_of(galaxies):

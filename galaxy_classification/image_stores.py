@@ -37,18 +37,21 @@ class NpyImages:
     def __len__(self):
         return self.shape[0]
 
-    def read(self, indices):
-        """uint8 array ``(len(indices), h, w, 3)`` of the given rows, in the given order."""
+    def read(self, indices, window=None):
+        """uint8 array ``(len(indices), h, w, 3)`` of the given rows, in the given
+        order; with ``window`` (top, left, side) only that square of each frame,
+        so a crop reads and copies only the pixels it keeps."""
         indices = np.asarray(indices, dtype=np.int64)
         order = np.argsort(indices, kind="stable")  # ascending rows read the file forwards
+        rows, columns = _window_slices(window)
         images = np.load(self.path, mmap_mode="r")
         try:
-            batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
-            batch[order] = images[indices[order]]
+            picked = images[indices[order], rows, columns]
+            batch = np.empty(picked.shape, dtype=np.uint8)
+            batch[order] = picked
         finally:
             del images
         return batch
-
 
     @property
     def source_paths(self):
@@ -72,13 +75,14 @@ class ShardedImages(NpyImages):
     def source_paths(self):
         return [store.path for store in self.stores]
 
-    def read(self, indices):
+    def read(self, indices, window=None):
         indices = np.asarray(indices, dtype=np.int64)
-        batch = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        frame = self.shape[1:] if window is None else (window[2], window[2], 3)
+        batch = np.empty((len(indices), *frame), dtype=np.uint8)
         shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
         for shard in np.unique(shard_of):
             chosen = shard_of == shard
-            batch[chosen] = self.stores[shard].read(indices[chosen] - self.offsets[shard])
+            batch[chosen] = self.stores[shard].read(indices[chosen] - self.offsets[shard], window)
         return batch
 
 
@@ -94,8 +98,16 @@ class RowSubset(NpyImages):
     def source_paths(self):
         return self.images.source_paths
 
-    def read(self, indices):
-        return self.images.read(self.rows[np.asarray(indices, dtype=np.int64)])
+    def read(self, indices, window=None):
+        return self.images.read(self.rows[np.asarray(indices, dtype=np.int64)], window)
+
+
+def _window_slices(window):
+    """Row and column slices of ``window`` (top, left, side); the whole frame for None."""
+    if window is None:
+        return slice(None), slice(None)
+    top, left, side = window
+    return slice(top, top + side), slice(left, left + side)
 
 
 def subset_images(images, rows):

@@ -14,6 +14,13 @@ keras = import_keras()
 layers = keras.layers
 
 
+def centre_window(height, width, crop_fraction):
+    """``(top, left, side)`` of the square that :func:`preprocess_images` keeps:
+    the central ``crop_fraction`` of the shorter side."""
+    side = max(1, round(min(height, width) * crop_fraction))
+    return (height - side) // 2, (width - side) // 2, side
+
+
 def preprocess_images(images, crop_fraction=1.0, image_size=None):
     """Raw RGB batch ``(k, h, w, 3)`` (0-255) -> float32 ``(k, size, size, 3)`` in [0, 1].
 
@@ -29,8 +36,7 @@ def preprocess_images(images, crop_fraction=1.0, image_size=None):
     height, width = images.shape[1], images.shape[2]
     if crop_fraction < 1.0:
         if height is not None and width is not None:
-            side = max(1, round(min(height, width) * crop_fraction))
-            top, left = (height - side) // 2, (width - side) // 2
+            top, left, side = centre_window(height, width, crop_fraction)
         else:  # a symbolic frame size (the saved model's TensorFlow graph): the same arithmetic as tensors
             shape = ops.shape(images)
             height, width = shape[1], shape[2]

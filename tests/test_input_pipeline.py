@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_classification import datasets, image_stores, input_pipeline, models
+from galaxy_classification import datasets, image_stores, input_pipeline, models, preprocessing
 from galaxy_classification.storage import DataFileError
 from trainer_helpers import galaxy_images, write_data_directory, write_image_csv
 
@@ -37,6 +37,24 @@ def test_the_cache_holds_what_the_saved_model_would_make_of_each_frame(tmp_path)
     layer = models.GalaxyPreprocessing(0.5, 16)
     expected = np.clip(np.rint(np.asarray(layer(images)) * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(cache.read(np.arange(10)), expected)
+
+
+def test_per_frame_crops_read_only_their_square_and_still_equal_the_saved_models_view(tmp_path):
+    directory, images, _ = write_data_directory(tmp_path / "data", n_galaxies=9, size=45)  # odd: rounding shows
+    data = datasets.open_training_data(directory)
+    crops = np.array([0.37, 0.5, 1.0] * 3)
+    cache = input_pipeline.preprocessed_cache(data, tmp_path / "cache", crops, 12, progress=False)
+    for row, crop in enumerate(crops):
+        layer = models.GalaxyPreprocessing(crop, 12)
+        expected = np.clip(np.rint(np.asarray(layer(images[row:row + 1])) * 255), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(cache.read([row]), expected)
+    top, left, side = preprocessing.centre_window(45, 45, 0.37)
+    rows = [7, 2, 4]
+    part = image_stores.subset_images(data.images, [0, 2, 4, 6, 7])
+    np.testing.assert_array_equal(data.images.read(rows, (top, left, side)),
+                                  images[rows, top:top + side, left:left + side])
+    np.testing.assert_array_equal(part.read([4, 1]), images[[7, 2]])
+    np.testing.assert_array_equal(part.read([4, 1], (top, left, side)), images[[7, 2], top:top + side, left:left + side])
 
 
 def test_both_data_forms_give_the_same_cache_for_the_same_frames(tmp_path):

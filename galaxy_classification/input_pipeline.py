@@ -126,19 +126,18 @@ def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=
         except DataFileError:
             pass  # damaged: built again below
     target.parent.mkdir(parents=True, exist_ok=True)
-    shape = (len(data), image_size, image_size, 3)
-    with storage.atomic_output(target) as temporary, ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        cache = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-        try:
-            with tqdm(total=len(data), desc=f"preparing {image_size}px images", unit="img",
-                      disable=not progress) as bar:
-                for start in range(0, len(data), CHUNK):
-                    rows = np.arange(start, min(start + CHUNK, len(data)))
-                    cache[rows] = preprocess_rows(data.images, rows, crops, image_size, pool, draft)
-                    bar.update(len(rows))
-            cache.flush()
-        finally:
-            del cache
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(data), image_size, image_size, 3)}
+    # written through a file, not a memory map: the pages of a map held open for the
+    # whole build would count in resident memory and grow with the number of galaxies
+    with storage.atomic_output(target) as temporary, ThreadPoolExecutor(DECODE_WORKERS) as pool, \
+            open(temporary, "wb") as cache, tqdm(total=len(data), desc=f"preparing {image_size}px images",
+                                                 unit="img", disable=not progress) as bar:
+        np.lib.format.write_array_header_1_0(cache, header)
+        for start in range(0, len(data), CHUNK):
+            rows = np.arange(start, min(start + CHUNK, len(data)))
+            cache.write(np.ascontiguousarray(preprocess_rows(data.images, rows, crops, image_size, pool, draft)).data)
+            bar.update(len(rows))
     return NpyImages(target)
 
 

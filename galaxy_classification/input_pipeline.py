@@ -66,7 +66,7 @@ def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_f
     output = np.empty((len(rows), image_size, image_size, 3), dtype=np.float32 if as_float else np.uint8)
     for crop in np.unique(crops[rows]):
         positions = np.flatnonzero(crops[rows] == crop)
-        if isinstance(images, NpyImages) and crop < 1.0:  # read only the kept square: the same pixels, ~8x fewer
+        if isinstance(images, NpyImages) and crop < 1.0:  # read only the kept square: 1 / crop² fewer bytes
             window = preprocessing.centre_window(*images.shape[1:3], crop)
             output[positions] = np.asarray(convert(images.read(rows[positions], window), 1.0, image_size))
             continue

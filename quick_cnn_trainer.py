@@ -846,7 +846,7 @@ def main(argv=None):
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     parser = build_parser(command)
     parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)")
+                        help="show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is 0 or 1)")
     arguments = parser.parse_args(argv)
     quiet.show_logs(arguments.verbose)
     try:

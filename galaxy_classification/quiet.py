@@ -7,8 +7,9 @@ notice, CPU feature lines, some of them again when the first device is set
 up. ``TF_CPP_MIN_LOG_LEVEL`` no longer hides them. So :func:`import_keras`
 starts Keras (and TensorFlow's devices) with file descriptor 2 pointed at
 ``/dev/null`` for that moment only, unless the user asked for the logs: by
-setting ``TF_CPP_MIN_LOG_LEVEL`` themselves, or with ``--verbose``
-(:func:`show_logs`). Python exceptions are not affected: they are raised, not
+setting ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1 (keep informational messages or
+warnings), or with ``--verbose`` (:func:`show_logs`). 2 and 3, which ask
+TensorFlow for less, get the quiet start too. Python exceptions are not affected: they are raised, not
 printed, while the start-up runs.
 """
 
@@ -26,7 +27,7 @@ def show_logs(show=True):
 
 
 def wants_logs():
-    return _show_logs or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    return _show_logs or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() in ("0", "1")
 
 
 @contextlib.contextmanager

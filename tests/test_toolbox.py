@@ -68,6 +68,16 @@ def test_predict_prints_no_tensorflow_start_up_lines(gz1_dir, tmp_path):
     assert verbose.returncode == 0 and any(mark in verbose.stderr for mark in TF_STARTUP_LINES)
 
 
+@pytest.mark.parametrize("level, shown", [(None, False), ("3", False), ("2", False), ("1", True), ("0", True)])
+def test_start_up_lines_show_only_when_the_user_asks_for_tensorflows_messages(monkeypatch, level, shown):
+    from galaxy_classification import quiet
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    if level is not None:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+    assert quiet.wants_logs() is shown
+
+
 def test_classify_reads_a_fits_catalogue(tmp_path):
     pytest.importorskip("astropy")
     from galaxy_classification import classify, tables

@@ -232,7 +232,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     if not distribution.is_chief:
         print(f"worker done after {run.seconds:.1f} s of training; the chief writes the model and the report")
         return None
-    return _calibrate_save_and_report(plan, run, batches, images, out_dir, progress, {
+    return _calibrate_save_and_report(plan, run, batches, out_dir, progress, {
         "command": "train", "data": str(data), "preset": preset, "seed": seed, "ensemble": ensemble,
         "min_agreement": min_agreement, "distribution": distribution.record()})
 
@@ -332,7 +332,7 @@ def _fit(core_model, training_batches, validation_batches, settings, progress):
     return history, time.perf_counter() - started
 
 
-def _calibrate_save_and_report(plan, run, batches, images, out_dir, progress, record):
+def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
     """Fold a temperature fitted on the validation split into the networks,
     save their average, judge it on the test split; return the metrics."""
     from galaxy_classification import architectures, calibration, model_files, reports
@@ -347,7 +347,7 @@ def _calibrate_save_and_report(plan, run, batches, images, out_dir, progress, re
     agreement = calibration.volunteer_agreement(plan.galaxies.catalogue)
     metrics = reports.write_evaluation_report(
         out_dir, plan.galaxies.labels[test_rows], p_elliptical,
-        load_images=lambda positions: images.read(test_rows[positions]),
+        load_images=lambda positions: batches.images.read(test_rows[positions]),
         history=run.histories[0], sources=[plan.galaxies.sources[row] for row in test_rows],
         agreement=None if agreement is None else agreement[test_rows],
         extra={**record, **_training_record(plan, run), "temperature_scaling": calibration_record},
@@ -546,13 +546,14 @@ def evaluate(model, data, out=".", progress=True, crop=None, field_of_view=None,
                                  "data": galaxies.field.to_json() if galaxies.field else None,
                                  "crop_fraction": round(float(np.median(crops)), 6)}},
     )
+    objids, release = _catalogue_objids(galaxies), _data_release_of(galaxies)
     per_galaxy = _with_sky_links(pd.DataFrame({
         "source": galaxies.sources, "label": galaxies.labels,
-        "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]}), galaxies, np.arange(len(galaxies)))
+        "p_spiral": probabilities[:, 0], "p_elliptical": probabilities[:, 1]}), objids, release,
+        np.arange(len(galaxies)))
     tables.write_table(per_galaxy, Path(out) / predictions,
                        meta={"model": classifier.name, "model_sha256": classifier.sha256})
-    suspects = reports.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources,
-                                      _catalogue_objids(galaxies), _data_release_of(galaxies))
+    suspects = reports.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources, objids, release)
     tables.write_table(suspects, Path(out) / reports.SUSPECT_LABELS_FILE)
     print(reports.format_metrics(metrics))
     print(f"metrics, pictures, {predictions} and {reports.SUSPECT_LABELS_FILE} (the {len(suspects)} galaxies it "
@@ -608,7 +609,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
             "p_elliptical": probabilities[:, 1],
             "predicted": classify_module.predicted_classes(probabilities, min_confidence),
             "crop": np.round(crops, 4),
-        }), galaxies, rows)
+        }), _catalogue_objids(galaxies), _data_release_of(galaxies), rows)
         if shard:
             piece[parts.ROW_COLUMN] = rows + offset
         pieces.append(piece)
@@ -622,15 +623,15 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     return table
 
 
-def _with_sky_links(table, galaxies, rows):
-    """``table`` (a line for each of ``rows`` of ``galaxies``) with each galaxy's
-    objid and SkyServer explore link, when the data's catalogue has objids."""
+def _with_sky_links(table, objids, release, rows):
+    """``table`` (a line for each of ``rows``) with each galaxy's objid and its
+    SkyServer explore link in ``release``; unchanged when ``objids`` is None
+    (:func:`_catalogue_objids`: the data's catalogue has none)."""
     from galaxy_classification import tables
 
-    objids = _catalogue_objids(galaxies)
     if objids is None:
         return table
-    return tables.with_explore_links(table.assign(objid=[objids[row] for row in rows]), _data_release_of(galaxies))
+    return tables.with_explore_links(table.assign(objid=[objids[row] for row in rows]), release)
 
 
 def _data_release_of(galaxies):

@@ -136,7 +136,7 @@ def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=
         np.lib.format.write_array_header_1_0(cache, header)
         for start in range(0, len(data), CHUNK):
             rows = np.arange(start, min(start + CHUNK, len(data)))
-            cache.write(np.ascontiguousarray(preprocess_rows(data.images, rows, crops, image_size, pool, draft)).data)
+            cache.write(preprocess_rows(data.images, rows, crops, image_size, pool, draft).data)  # a fresh C array
             bar.update(len(rows))
     return NpyImages(target)
 

@@ -602,25 +602,54 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
             continue
         crops = input_crops(classifier, galaxies, crop)[rows]
         images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
+        if isinstance(images, image_stores.ImageFiles):
+            images = image_stores.ForgivingImageFiles(images.paths)
         probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
-        piece = _with_sky_links(pd.DataFrame({
+        problems = getattr(images, "problems", {})
+        probabilities[list(problems)] = np.nan
+        piece = pd.DataFrame({
             "source": [galaxies.sources[row] for row in rows],
             "p_spiral": probabilities[:, 0],
             "p_elliptical": probabilities[:, 1],
             "predicted": classify_module.predicted_classes(probabilities, min_confidence),
             "crop": np.round(crops, 4),
-        }), _catalogue_objids(galaxies), _data_release_of(galaxies), rows)
+        })
+        if problems:
+            piece["status"] = np.where(np.isnan(probabilities[:, 0]), "failed", "ok")
+            piece["reason"] = [problems.get(index, "") for index in range(len(rows))]
+        _note_small_frames(images, crops, classifier.image_size)
+        piece = _with_sky_links(piece, _catalogue_objids(galaxies), _data_release_of(galaxies), rows)
         if shard:
             piece[parts.ROW_COLUMN] = rows + offset
         pieces.append(piece)
-    table = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(
+    table = parts.with_status_filled(pd.concat(pieces, ignore_index=True)) if pieces else pd.DataFrame(
         columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN])
     target = parts.part_path(out, shard) if shard else Path(out)
     tables.write_table(table, target, meta={"model": classifier.name, "model_sha256": classifier.sha256})
     counts = table["predicted"].value_counts()
     names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
-    print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names))
+    failed = table[table["status"] == "failed"] if "status" in table.columns else None
+    print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names)
+          + (f", {len(failed)} unreadable (status 'failed', with the reason)" if failed is not None else ""))
+    if failed is not None:
+        for source, reason in zip(failed["source"][:5], failed["reason"][:5]):
+            print(f"  {source}: {reason}", file=sys.stderr)
+        if len(failed) > 5:
+            print(f"  ... and {len(failed) - 5} more", file=sys.stderr)
     return table
+
+
+def _note_small_frames(images, crops, image_size):
+    """Say which inputs the model saw upsampled more than 2× (a thumbnail, a
+    too-tight cutout): their classes are guesses, though a class is given."""
+    small = getattr(images, "small", {})
+    if not small:
+        return
+    index, (height, width) = next(iter(sorted(small.items())))
+    kept = max(1, round(min(height, width) * float(np.broadcast_to(crops, (len(images),))[index])))
+    print(f"note: {len(small)} image(s) too small for the model, e.g. {images.paths[index].name}: {width}x{height} "
+          f"px, whose crop keeps {kept} px across where the model looks at {image_size}; their probabilities "
+          f"mean little", file=sys.stderr)
 
 
 def _with_sky_links(table, objids, release, rows):

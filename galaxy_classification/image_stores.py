@@ -138,6 +138,33 @@ class ImageFiles:
         return np.stack(images) if images else np.empty((0, 0, 0, 3), np.uint8)
 
 
+class ForgivingImageFiles(ImageFiles):
+    """Image files for ``predict``: an unreadable file (a truncated download, an
+    HTML error page saved as .jpg) gives a blank frame and is remembered in
+    ``problems`` (index → message) instead of ending a run over thousands of
+    files; training and evaluation keep the strict :class:`ImageFiles`.
+    ``small`` remembers the frames (index → (h, w)) with less than half the
+    caller's ``min_side``: the model sees them upsampled more than 2×, so
+    their probabilities mean little."""
+
+    BLANK = np.zeros((16, 16, 3), dtype=np.uint8)
+
+    def __init__(self, paths):
+        super().__init__(paths)
+        self.problems = {}
+        self.small = {}
+
+    def read_one(self, index, min_side=None):
+        try:
+            frame = super().read_one(index, min_side)
+        except DataFileError as error:  # the message starts with the path, which the table has
+            self.problems[index] = str(error).removeprefix(f"{self.paths[index]}: ")
+            return self.BLANK
+        if min_side is not None and 2 * min(frame.shape[:2]) < min_side:
+            self.small[index] = frame.shape[:2]
+        return frame
+
+
 def decode_image(path, min_side=None):
     """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it.
 
@@ -151,8 +178,24 @@ def decode_image(path, min_side=None):
         with Image.open(path) as image:
             if min_side is not None and image.format == "JPEG":
                 image.draft("RGB", (min_side, min_side))
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return _eight_bit_rgb(image, path)
     except FileNotFoundError:
         raise DataFileError(f"{path}: image file missing") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataFileError(f"{path}: unreadable image ({error})") from None
+
+
+def _eight_bit_rgb(image, path):
+    """uint8 RGB of a Pillow image. Pillow converts 16-bit grey to RGB by
+    clipping at 255 (a 16-bit PNG turns white), so those pixels are scaled
+    (65535 → 255) instead: a 16-bit PNG opens as mode I;16, or as I before
+    Pillow 10.3. Other 32-bit integer or float pixels have no fixed scale."""
+    sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if sixteen_bit:
+        grey = np.round(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode in ("I", "F"):
+        raise DataFileError(f"{path}: {image.mode} pixels (32-bit integer or float) have no fixed scale to the "
+                            f"0-255 a JPEG holds; save it as an 8-bit RGB JPEG or PNG (for survey images, e.g. "
+                            f"with SDSS's asinh stretch)")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -83,5 +83,15 @@ def merge_parts(out):
         raise ValueError(f"the parts do not cover rows 0..{len(rows) - 1} once each "
                          f"(missing e.g. {', '.join(map(str, absent[:10]))})")
     merged = merged.iloc[np.argsort(rows, kind="stable")].drop(columns=[ROW_COLUMN]).reset_index(drop=True)
+    merged = with_status_filled(merged)
     tables.write_table(merged, out)
     return merged
+
+
+def with_status_filled(table):
+    """``table`` with empty ``status`` / ``reason`` cells made 'ok' / '':
+    predict adds those columns only to pieces (inputs, parts) that had an
+    unreadable image, and joining pieces leaves the others' cells empty."""
+    if "status" not in table.columns:
+        return table
+    return table.assign(status=table["status"].fillna("ok"), reason=table["reason"].fillna(""))

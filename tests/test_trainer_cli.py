@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import quick_cnn_trainer
 from galaxy_classification import storage
@@ -157,6 +158,50 @@ def test_predict_every_path_form_and_evaluate_agree(seed_run, tmp_path, model_na
     predicted = (p_elliptical >= 0.5).astype(int)
     assert metrics["confusion_matrix"] == confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, p_elliptical), abs=1e-4)
+
+
+def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path, capsys):
+    """One truncated download or saved error page among thousands of cutouts
+    must not cost the run: the readable ones are classified, the others get
+    status 'failed' with the reason, and the table says which."""
+    _, images, _ = write_image_csv(tmp_path, n_galaxies=4, size=96)
+    folder = tmp_path / "images"
+    (folder / "002.jpeg").write_bytes(b"<html>server busy</html>")
+    (folder / "003.jpeg").write_bytes((folder / "001.jpeg").read_bytes()[:300])  # truncated
+    Image.fromarray(images[1][:8, :8]).save(folder / "thumbnail.jpeg")
+    out = tmp_path / "predictions.csv"
+    shipped = Path(quick_cnn_trainer.__file__).parent / "models" / "sdss-gz1.keras"
+    assert quick_cnn_trainer.main(["predict", "--model", str(shipped), "--out", str(out), str(folder)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop", "status", "reason"]
+    by_name = table.set_index(table.source.map(lambda source: Path(source).name))
+    assert list(by_name.status) == ["ok", "ok", "failed", "failed", "ok"]
+    assert "cannot identify image file" in by_name.reason["002.jpeg"] and "truncated" in by_name.reason["003.jpeg"].lower()
+    assert (by_name.loc[["002.jpeg", "003.jpeg"], ["p_spiral", "p_elliptical", "predicted"]] == "").all().all()
+    assert set(by_name.predicted[by_name.status == "ok"]) <= {"spiral", "elliptical"}
+    output = capsys.readouterr()
+    assert "2 unreadable" in output.out and "002.jpeg" in output.err
+    assert "1 image(s) too small" in output.err and "thumbnail.jpeg: 8x8 px" in output.err
+
+    for k in range(3):  # in parts, some without a failure: the merged table is the whole one
+        quick_cnn_trainer.predict([folder], model=shipped, out=tmp_path / "p.csv", progress=False, shard=(k, 3))
+    merged = quick_cnn_trainer.merge(tmp_path / "p.csv")
+    assert list(merged.status) == list(table.status) and list(merged.reason) == list(table.reason)
+    both = quick_cnn_trainer.predict([folder / "000.png", folder], model=shipped, out=out, progress=False)
+    assert list(both.status) == ["ok", *table.status]  # an input without failures reads 'ok' beside one with
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped_and_float_ones_refused(tmp_path):
+    from galaxy_classification import image_stores
+
+    grey = np.linspace(0, 255, 32 * 32).reshape(32, 32).astype(np.uint8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit: Pillow would clip to white
+    decoded = image_stores.decode_image(tmp_path / "deep.png")
+    assert decoded.shape == (32, 32, 3) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded[..., 1], grey)
+    Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / "science.tif")
+    with pytest.raises(storage.DataFileError, match=r"science.tif: F pixels .* 8-bit RGB JPEG or PNG"):
+        image_stores.decode_image(tmp_path / "science.tif")
 
 
 def test_keras_and_h5_files_hold_the_same_model(seed_run, tmp_path):

@@ -630,7 +630,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
     failed = table[table["status"] == "failed"] if "status" in table.columns else None
     print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names)
-          + (f", {len(failed)} unreadable (status 'failed', with the reason)" if failed is not None else ""))
+          + (f", {len(failed)} not classified (status 'failed', with the reason)" if failed is not None else ""))
     if failed is not None:
         for source, reason in zip(failed["source"][:5], failed["reason"][:5]):
             print(f"  {source}: {reason}", file=sys.stderr)

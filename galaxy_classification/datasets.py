@@ -210,13 +210,16 @@ def _read_csv(path, required_columns):
     return table
 
 
-def _resolved_files(csv_path, file_column):
+def _resolved_files(csv_path, file_column, some_missing_ok=False):
+    """The listed files, relative to the CSV. Any missing one is an error, or,
+    with ``some_missing_ok`` (prediction: those rows are reported as failed),
+    only all of them (a wrong folder)."""
     files = [csv_path.parent / name.strip() for name in file_column]
     empty = [row for row, name in enumerate(file_column) if not name.strip()]
     if empty:
         raise DataFileError(f"{csv_path}: empty 'file' in row {empty[0] + 2} ({len(empty)} rows)")
     missing = [file for file in files if not file.is_file()]
-    if missing:
+    if missing and (len(missing) == len(files) or not some_missing_ok):
         raise DataFileError(f"{missing[0]}: image file missing ({len(missing)} of {len(files)} listed in {csv_path})")
     return files
 
@@ -280,7 +283,7 @@ def _open_prediction_inputs(path):
                           catalogue=catalogue)
     if suffix == ".csv":
         table = _read_csv(path, ("file",))
-        files = _resolved_files(path, table["file"])
+        files = _resolved_files(path, table["file"], some_missing_ok=True)
         field, row_fields = csv_field(path, table)
         return GalaxyData(path, "files", ImageFiles(files), sources=[str(file) for file in files],
                           field=field, row_fields=row_fields, catalogue=table)

@@ -180,7 +180,7 @@ def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path
     assert (by_name.loc[["002.jpeg", "003.jpeg"], ["p_spiral", "p_elliptical", "predicted"]] == "").all().all()
     assert set(by_name.predicted[by_name.status == "ok"]) <= {"spiral", "elliptical"}
     output = capsys.readouterr()
-    assert "2 unreadable" in output.out and "002.jpeg" in output.err
+    assert "2 not classified" in output.out and "002.jpeg" in output.err
     assert "1 image(s) too small" in output.err and "thumbnail.jpeg: 8x8 px" in output.err
 
     for k in range(3):  # in parts, some without a failure: the merged table is the whole one
@@ -189,6 +189,14 @@ def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path
     assert list(merged.status) == list(table.status) and list(merged.reason) == list(table.reason)
     both = quick_cnn_trainer.predict([folder / "000.png", folder], model=shipped, out=out, progress=False)
     assert list(both.status) == ["ok", *table.status]  # an input without failures reads 'ok' beside one with
+
+    listed = tmp_path / "listed.csv"  # a list naming a file that is gone: that row fails, the others are classified
+    pd.DataFrame({"file": ["images/000.png", "images/gone.jpeg"]}).to_csv(listed, index=False)
+    from_list = quick_cnn_trainer.predict([listed], model=shipped, out=out, progress=False)
+    assert list(from_list.status) == ["ok", "failed"] and from_list.reason[1] == "image file missing"
+    pd.DataFrame({"file": ["images/gone.jpeg"]}).to_csv(listed, index=False)
+    with pytest.raises(storage.DataFileError, match="image file missing"):  # all gone: a wrong folder, say so
+        quick_cnn_trainer.predict([listed], model=shipped, out=out, progress=False)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped_and_float_ones_refused(tmp_path):

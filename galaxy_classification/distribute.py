@@ -26,6 +26,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from galaxy_classification import quiet
+
 CHOICES = ("auto", "none", "mirrored", "multi-worker")
 
 
@@ -60,7 +62,9 @@ def choose(choice="auto", peer_timeout=600):
     if choice not in CHOICES:
         raise ValueError(f"--distribute must be one of {', '.join(CHOICES)}, got {choice!r}")
     several = bool(os.environ.get("TF_CONFIG")) or _slurm_tasks() > 1
-    import keras  # importing starts no TensorFlow runtime yet: collectives must be set up before it
+    multi_worker = choice == "multi-worker" or (choice == "auto" and several)
+    # a multi-worker run must set up its collectives before any device starts
+    keras = quiet.import_keras(start_devices=not multi_worker)
 
     if keras.backend.backend() != "tensorflow":
         if choice in ("mirrored", "multi-worker"):
@@ -69,7 +73,7 @@ def choose(choice="auto", peer_timeout=600):
         return Distribution(None, "none")
     import tensorflow as tf
 
-    if choice == "multi-worker" or (choice == "auto" and several):
+    if multi_worker:
         return _multi_worker(tf, peer_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if choice == "auto":

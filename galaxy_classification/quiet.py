@@ -4,7 +4,8 @@ Importing TensorFlow 2.16+ writes C++ log lines straight to the process's
 standard error before Python can filter anything: absl's "All log messages
 before absl::InitializeLog() is called are written to STDERR", the oneDNN
 notice, CPU feature lines, some of them again when the first device is set
-up. ``TF_CPP_MIN_LOG_LEVEL`` no longer hides them. So :func:`import_keras`
+up. ``TF_CPP_MIN_LOG_LEVEL`` no longer hides those (it does hide what is
+logged once TensorFlow runs, and is set to 2 unless the user chose). So :func:`import_keras`
 starts Keras (and TensorFlow's devices) with file descriptor 2 pointed at
 ``/dev/null`` for that moment only, unless the user asked for the logs: by
 setting ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1 (keep informational messages or
@@ -45,18 +46,22 @@ def _standard_error_discarded():
         os.close(devnull)
 
 
-def import_keras():
+def import_keras(start_devices=True):
     """``keras``, its backend started; TensorFlow's C++ start-up lines hidden
-    unless :func:`wants_logs`."""
+    unless :func:`wants_logs`. ``start_devices=False`` leaves TensorFlow's
+    devices alone (a multi-worker run must set up its collectives first)."""
     if "keras" in sys.modules or wants_logs():
         import keras
 
         return keras
+    # the level does hide what TensorFlow logs once running (tf.data's "Memory
+    # patch applied", CPU feature notes): 2 keeps its errors only
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with _standard_error_discarded():
             import keras
 
-            if keras.backend.backend() == "tensorflow":
+            if start_devices and keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
                 tf.config.list_logical_devices()  # device set-up prints the rest

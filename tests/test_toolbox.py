@@ -68,6 +68,22 @@ def test_predict_prints_no_tensorflow_start_up_lines(gz1_dir, tmp_path):
     assert verbose.returncode == 0 and any(mark in verbose.stderr for mark in TF_STARTUP_LINES)
 
 
+def test_training_prints_no_tensorflow_log_lines(tmp_path):
+    """Neither the start-up lines nor those of the running tf.data pipeline
+    ("Memory patch applied"): a training log is the run's own lines."""
+    from trainer_helpers import write_data_directory
+
+    directory, _, _ = write_data_directory(tmp_path / "data", n_galaxies=30, size=32)
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    finished = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "quick_cnn_trainer.py"), "--data", str(directory), "--preset", "modern",
+         "--epochs", "1", "--image-size", "32", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert not [line for line in finished.stderr.splitlines() if any(mark in line for mark in TF_STARTUP_LINES)], \
+        finished.stderr
+
+
 @pytest.mark.parametrize("level, shown", [(None, False), ("3", False), ("2", False), ("1", True), ("0", True)])
 def test_start_up_lines_show_only_when_the_user_asks_for_tensorflows_messages(monkeypatch, level, shown):
     from galaxy_classification import quiet

@@ -111,7 +111,9 @@ def open_training_data(path, field_of_view=None):
     if path.suffix.lower() == ".csv":
         return _with_given_field(_open_labelled_csv(path), field_of_view)
     if not path.exists():
-        raise DataFileError(f"--data {path}: no such directory or CSV file")
+        raise DataFileError(f"--data {path}: no such directory or CSV file (make one with python -c \"import "
+                            f"sdss_query; sdss_query.create_datafiles()\", or offline with python sdss_query.py "
+                            f"--synthetic)")
     raise DataFileError(
         f"--data {path}: expected a directory holding {storage.IMAGES_FILE} and {storage.LABELS_FILE}, "
         "or a CSV file with columns file,label"

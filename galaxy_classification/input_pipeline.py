@@ -37,7 +37,7 @@ from galaxy_classification.datasets import one_hot
 from galaxy_classification.image_stores import NpyImages, ShardedImages
 from galaxy_classification.storage import DataFileError
 
-CACHE_VERSION = 2  # bump when the cached pixels would change for the same inputs
+CACHE_VERSION = 3  # bump when the cached pixels would change for the same inputs
 DECODE_WORKERS = 2
 CHUNK = 64
 

@@ -9,17 +9,19 @@ other labelled galaxy is training data. The bench
 1. writes ``bench/output/gz1/train.csv`` and ``holdout.csv`` (columns file,label,
    absolute image paths; the images themselves stay in the shared folder),
 2. runs ``quick_cnn_trainer.py --preset modern --data train.csv --seed 0
-   --test-fraction 0.1`` in a
+   --test-fraction 0.1`` (``--seed``, ``--epochs``, ``--image-size`` pass through) in a
    child process and measures its wall time (image cache, training and the
    trainer's own report included),
 3. runs ``quick_cnn_trainer.py evaluate`` and ``predict`` on the holdout, and
 4. prints accuracy and per-class recall with 95% Wilson intervals, ROC AUC with a
-   95% bootstrap interval, the wall time, the model's size and parameter count.
+   95% bootstrap interval, calibration (ECE, Brier, accuracy of the most confident
+   80%), the wall time, the model's size and parameter count.
 
 Run it from the project root::
 
     .venv/bin/python bench/bench_gz1.py                    # about 10-15 minutes on 2 cores
     .venv/bin/python bench/bench_gz1.py --install-model    # also ship models/sdss-gz1.keras + .json
+    .venv/bin/python bench/bench_gz1.py --seed 1           # another seed of the same recipe
     .venv/bin/python bench/bench_gz1.py --learning-curve   # also 250, 500, 1000, 2000 galaxies (much longer)
     make gz1                                               # = --install-model
     make learning-curve
@@ -146,10 +148,10 @@ def run_trainer(arguments, log_path):
     return seconds
 
 
-def train_command(train_csv, out_dir, epochs=None, image_size=None):
+def train_command(train_csv, out_dir, epochs=None, image_size=None, seed=0):
     # the trainer's own test split only feeds its report: the holdout judges the
     # model, so keep 10% instead of the seed's 30% and train on more galaxies
-    arguments = ["--preset", "modern", "--data", train_csv, "--out", out_dir, "--seed", 0, "--test-fraction", 0.1]
+    arguments = ["--preset", "modern", "--data", train_csv, "--out", out_dir, "--seed", seed, "--test-fraction", 0.1]
     if epochs is not None:
         arguments += ["--epochs", epochs]
     if image_size is not None:
@@ -157,11 +159,11 @@ def train_command(train_csv, out_dir, epochs=None, image_size=None):
     return arguments
 
 
-def train_and_judge(train_csv, holdout_csv, out_dir, epochs=None, image_size=None):
+def train_and_judge(train_csv, holdout_csv, out_dir, epochs=None, image_size=None, seed=0):
     """Train on ``train_csv`` into ``out_dir/model``, evaluate and predict on the holdout.
     Returns (trainer arguments, wall seconds, holdout metrics dict, per-galaxy predictions)."""
     model_dir, holdout_dir = out_dir / "model", out_dir / "holdout"
-    arguments = train_command(train_csv, model_dir, epochs, image_size)
+    arguments = train_command(train_csv, model_dir, epochs, image_size, seed)
     wall_seconds = run_trainer(arguments, out_dir / "train.log")
     model = model_dir / MODEL_FILE
     run_trainer(["evaluate", "--model", model, "--data", holdout_csv, "--out", holdout_dir],
@@ -216,6 +218,12 @@ def holdout_figures(metrics, predictions, holdout_csv):
     figures["roc_auc"] = {"value": round(auc, 4), "ci95": [round(low, 4), round(high, 4)],
                           "method": f"BCa bootstrap, {BOOTSTRAP_RESAMPLES} resamples"}
     figures["confusion_matrix"] = matrix.tolist()
+    calibration = metrics["calibration"]
+    at_80 = calibration["accuracy_at_coverage"]["0.8"]
+    figures["calibration"] = {"ece": round(calibration["expected_calibration_error"], 4),
+                              "ece_bins": calibration["ece_bins"], "brier": round(calibration["brier_score"], 4),
+                              "accuracy_at_80_percent_coverage": {"value": round(at_80["accuracy"], 4),
+                                                                  "galaxies": at_80["galaxies"]}}
     return figures
 
 
@@ -247,6 +255,11 @@ def print_result(figures, facts, wall_seconds, trainer_metrics):
         line(f"recall {name}", figures[f"recall_{name}"])
     auc = figures["roc_auc"]
     print(f"  {'ROC AUC':<20} {auc['value']:.4f} [95% CI {auc['ci95'][0]:.4f} - {auc['ci95'][1]:.4f}]")
+    calibration = figures["calibration"]
+    at_80 = calibration["accuracy_at_80_percent_coverage"]
+    print(f"  {'calibration':<20} ECE {calibration['ece']:.3f} ({calibration['ece_bins']} bins), "
+          f"Brier {calibration['brier']:.3f}; the most confident 80%: {at_80['value']:.1%} right "
+          f"({at_80['galaxies']} galaxies)")
     print(f"  training wall time   {wall_seconds / 60:.1f} min for the whole trainer run (cache, fit, report; "
           f"fit alone {trainer_metrics['training_seconds']:.0f} s, {trainer_metrics['epochs_run']} epochs) "
           f"on {os.cpu_count()} CPU cores")
@@ -289,7 +302,7 @@ def plot_learning_curve(rows, path):
 # --------------------------------------------------------------------------- the bench
 
 
-def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, epochs, image_size):
+def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, epochs, image_size, seed=0):
     """Train on stratified subsets of ``sizes`` galaxies, judge each on the holdout; ``full_run`` is the 'all' point."""
     rows = []
     for n_galaxies in sizes:
@@ -297,7 +310,7 @@ def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, epochs,
             continue
         out_dir = OUTPUT / "learning_curve" / f"n{n_galaxies}"
         subset_csv = write_data_csv(stratified_subset(training_rows, n_galaxies), gz1_dir, out_dir / "train.csv")
-        _, wall_seconds, metrics, predictions = train_and_judge(subset_csv, holdout_csv, out_dir, epochs, image_size)
+        _, wall_seconds, metrics, predictions = train_and_judge(subset_csv, holdout_csv, out_dir, epochs, image_size, seed)
         trainer_metrics = json.loads((out_dir / "model" / "metrics.json").read_text())
         rows.append(_curve_row(n_galaxies, trainer_metrics, holdout_figures(metrics, predictions, holdout_csv),
                                wall_seconds))
@@ -332,6 +345,8 @@ def build_parser():
                         help="the shared Galaxy Zoo 1 folder (default ../shared/data/gz1 beside the project)")
     parser.add_argument("--epochs", type=int, help="passed to the trainer (default: the preset's)")
     parser.add_argument("--image-size", type=int, help="passed to the trainer (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="passed to the trainer (default 0); judge a change on the mean of several seeds")
     parser.add_argument("--install-model", action="store_true",
                         help="copy the model to models/sdss-gz1.keras and the figures to models/sdss-gz1.json")
     parser.add_argument("--learning-curve", action="store_true",
@@ -365,7 +380,7 @@ def main(argv=None):
     holdout_csv = write_data_csv(holdout_rows, gz1_dir, OUTPUT / "holdout.csv")
 
     trainer_arguments, wall_seconds, metrics, predictions = train_and_judge(
-        train_csv, holdout_csv, OUTPUT, arguments.epochs, arguments.image_size)
+        train_csv, holdout_csv, OUTPUT, arguments.epochs, arguments.image_size, arguments.seed)
     trainer_metrics = json.loads((OUTPUT / "model" / "metrics.json").read_text())
     figures = holdout_figures(metrics, predictions, holdout_csv)
     model_path = OUTPUT / "model" / MODEL_FILE
@@ -397,7 +412,8 @@ def main(argv=None):
 
     if arguments.learning_curve:
         curve = learning_curve(training_rows, gz1_dir, holdout_csv, (trainer_metrics, figures, wall_seconds),
-                               sorted(arguments.curve_sizes), arguments.epochs, arguments.image_size)
+                               sorted(arguments.curve_sizes), arguments.epochs, arguments.image_size,
+                               arguments.seed)
         print_learning_curve(curve)
         write_csv_atomic(pd.DataFrame(curve), OUTPUT / "learning_curve.csv")
         plot_learning_curve(curve, OUTPUT / "learning_curve.png")

@@ -323,7 +323,8 @@ def _fit(core_model, training_batches, validation_batches, settings, progress):
     callbacks = []
     if settings.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True))
+            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True,
+            start_from_epoch=settings.first_epoch_watched()))
     started = time.perf_counter()
     history = core_model.fit(
         training_batches, validation_data=validation_batches, epochs=settings.epochs,
@@ -348,7 +349,8 @@ def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
     metrics = reports.write_evaluation_report(
         out_dir, plan.galaxies.labels[test_rows], p_elliptical,
         load_images=lambda positions: batches.images.read(test_rows[positions]),
-        history=run.histories[0], sources=[plan.galaxies.sources[row] for row in test_rows],
+        history=run.histories[0], epoch_kept=_epoch_kept(run.histories[0], settings),
+        sources=[plan.galaxies.sources[row] for row in test_rows],
         agreement=None if agreement is None else agreement[test_rows],
         extra={**record, **_training_record(plan, run), "temperature_scaling": calibration_record},
     )
@@ -359,10 +361,23 @@ def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
     return metrics
 
 
+def _epoch_kept(history, settings):
+    """The epoch (1-based) whose weights the saved network has: with early stopping the
+    lowest validation loss among the watched epochs, else the last."""
+    validation_loss = np.asarray(history.get("val_loss", []), dtype=float)
+    first = settings.first_epoch_watched()
+    if not settings.early_stopping_patience or len(validation_loss) <= first:
+        return len(history["loss"])
+    if np.isnan(validation_loss[first:]).all():  # Keras then keeps the first watched epoch
+        return first + 1
+    return first + int(np.nanargmin(validation_loss[first:])) + 1
+
+
 def _training_record(plan, run):
     """metrics.json's account of the recipe, the split and the training time."""
     settings, field = plan.settings, plan.field
     epochs_run = [len(history["loss"]) for history in run.histories]
+    epochs_kept = [_epoch_kept(history, settings) for history in run.histories]
     images_trained = min(len(plan.train_rows), run.steps_per_epoch * settings.batch_size) * sum(epochs_run)
     return {
         "image_size": settings.image_size, "crop_fraction": round(settings.crop_fraction, 6),
@@ -370,6 +385,7 @@ def _training_record(plan, run):
                           "model_view_petro_radii": round(field.petro_radii * settings.crop_fraction, 4)},
         "batch_size": settings.batch_size,
         "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if len(epochs_run) == 1 else epochs_run,
+        "epoch_kept": epochs_kept[0] if len(epochs_kept) == 1 else epochs_kept,
         "split": {"train": len(plan.train_rows), "validation": len(plan.validation_rows),
                   "test": len(plan.test_rows)},
         "training_seconds": round(run.seconds, 1),

@@ -11,8 +11,8 @@ Two presets (``quick_cnn_trainer.py --preset``):
   Conv-BatchNorm-ReLU blocks ending in global average pooling (~0.29 M
   parameters), augmentation by the eight flips/90° rotations, small shifts and
   brightness (galaxies have no up or down), class weights, AdamW with warm-up and
-  cosine decay, label smoothing, early stopping on validation loss with the
-  best weights restored.
+  cosine decay, label smoothing, early stopping on validation loss over the
+  second half of the schedule with the best weights of it restored.
 
 Field of view: a preset says how much sky its network looks at, in petroR90
 across (:attr:`Preset.view_petro_radii`; the modern one 3.55, the seed the whole

@@ -32,6 +32,10 @@ class Preset:
     class_weights: bool = False
     augment: Augmentation = None
     early_stopping_patience: int = None
+    # early stopping watches only the planned epochs from this fraction on: before it the
+    # cosine schedule's learning rate is still high, validation loss swings by 30% from one
+    # epoch to the next, and a stop there keeps an undertrained network (models/README.md)
+    early_stopping_from: float = 0.5
     min_steps_per_epoch: int = None  # smaller batches on small samples (quick_cnn_trainer.resolve_settings)
     widths: tuple = ()
     convs_per_block: tuple = ()
@@ -40,6 +44,10 @@ class Preset:
     weight_decay: float = None
     label_smoothing: float = 0.0
     crop_fraction: float = None  # set per run from the data's field (resolve_settings)
+
+    def first_epoch_watched(self):
+        """The first epoch (0-based) early stopping may stop after or keep the weights of."""
+        return int(self.epochs * self.early_stopping_from)
 
 
 # The seed's recipe: everything but the input size is fixed.

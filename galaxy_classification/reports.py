@@ -236,8 +236,9 @@ def _save_figure(figure, path):
         figure.clear()
 
 
-def plot_training_curves(history, path):
-    """Loss and accuracy per epoch, training and validation, side by side."""
+def plot_training_curves(history, path, epoch_kept=None):
+    """Loss and accuracy per epoch, training and validation, side by side;
+    ``epoch_kept`` (1-based), the epoch whose weights were saved, is marked."""
     history = _validated_history(history)
     figure = _new_figure(11, 4.2)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
@@ -255,7 +256,7 @@ def plot_training_curves(history, path):
         axes.set_ylabel(title.lower())
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
-    _mark_best_epoch(loss_axes, history.get("val_loss"))
+    _mark_kept_epoch(loss_axes, history.get("val_loss"), epoch_kept)
     for axes in (loss_axes, accuracy_axes):
         if axes.lines:
             axes.legend()
@@ -274,8 +275,11 @@ def _validated_history(history):
     }
 
 
-def _mark_best_epoch(axes, validation_loss):
-    # early stopping restores the weights of this epoch, so show where it is
+def _mark_kept_epoch(axes, validation_loss, epoch_kept):
+    # the saved weights are of this epoch (early stopping restores them), so show where it is
+    if epoch_kept is not None:
+        axes.axvline(epoch_kept, color="grey", linestyle=":", label=f"weights kept (epoch {epoch_kept})")
+        return
     if not validation_loss or len(validation_loss) < 2 or np.isnan(validation_loss).all():
         return
     best_epoch = int(np.nanargmin(validation_loss)) + 1
@@ -495,7 +499,7 @@ def _plot_no_errors(n_galaxies, path):
 
 def write_evaluation_report(
     out_dir, true_labels, p_elliptical, load_images, history=None, sources=None, extra=None,
-    threshold=0.5, max_galaxies=16, agreement=None,
+    threshold=0.5, max_galaxies=16, agreement=None, epoch_kept=None,
 ):
     """Write metrics.json and the pictures into ``out_dir``; return the metrics dict.
 
@@ -519,7 +523,7 @@ def write_evaluation_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if history is not None:
-        plot_training_curves(history, out_dir / TRAINING_CURVES_FILE)
+        plot_training_curves(history, out_dir / TRAINING_CURVES_FILE, epoch_kept)
     plot_confusion_matrix(metrics, out_dir / CONFUSION_MATRIX_FILE)
     plot_roc_curve(true_labels, p_elliptical, out_dir / ROC_CURVE_FILE, threshold=threshold)
     plot_reliability_diagram(metrics["calibration"], out_dir / RELIABILITY_FILE)

@@ -155,3 +155,53 @@ def test_modern_preset_keeps_enough_steps_per_epoch_on_small_samples(n_train, ba
     assert settings.batch_size == expected
     assert settings.crop_fraction == pytest.approx(3.55 / 10.152)
     assert quick_cnn_trainer.resolve_settings("seed", data, image_size=64, n_train=n_train).batch_size == 5
+
+
+def test_early_stopping_keeps_an_epoch_from_the_second_half_of_the_schedule(monkeypatch):
+    """The cosine schedule's learning rate is still high in the first half, so a low
+    validation loss there is luck: the saved network is the best of the second half,
+    and metrics.json's epoch_kept names the epoch Keras really restored."""
+    import dataclasses
+
+    import quick_cnn_trainer
+
+    settings = dataclasses.replace(models.MODERN_PRESET, epochs=10, early_stopping_patience=3)
+    # lowest at epoch 3 (first half); in the second half lowest at epoch 7, then 3 worse: stop after 10
+    validation_loss = [0.9, 0.6, 0.30, 0.5, 0.45, 0.40, 0.35, 0.36, 0.37, 0.38]
+
+    class ScriptedModel:
+        """Stands in for a Keras model: weights are the epoch number."""
+
+        def __init__(self):
+            self.weights, self.stop_training = [np.zeros(1)], False
+
+        def get_weights(self):
+            return [w.copy() for w in self.weights]
+
+        def set_weights(self, weights):
+            self.weights = weights
+
+        def fit(self, *args, callbacks=(), epochs, **kwargs):
+            history = {"loss": [], "val_loss": []}
+            for callback in callbacks:
+                callback.set_model(self)
+                callback.on_train_begin()
+            for epoch in range(epochs):
+                self.weights = [np.full(1, epoch + 1.0)]
+                history["loss"].append(1.0)
+                history["val_loss"].append(validation_loss[epoch])
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, {"val_loss": validation_loss[epoch]})
+                if self.stop_training:
+                    break
+            for callback in callbacks:
+                callback.on_train_end()
+            return type("History", (), {"history": history})()
+
+    model = ScriptedModel()
+    history, _ = quick_cnn_trainer._fit(model, None, None, settings, progress=False)
+    assert settings.first_epoch_watched() == 5
+    assert model.weights[0][0] == 7 == quick_cnn_trainer._epoch_kept(history, settings)
+    assert len(history["loss"]) == 10
+    without_stopping = dataclasses.replace(settings, early_stopping_patience=None)
+    assert quick_cnn_trainer._epoch_kept(history, without_stopping) == 10

@@ -272,10 +272,12 @@ class TrainingBatches:
 
 @dataclasses.dataclass
 class TrainedMembers:
-    """The networks an ensemble (or a single run) trained, with their histories."""
+    """The networks an ensemble (or a single run) trained, with their histories and
+    the epoch (1-based) whose weights each network kept."""
 
     networks: list
     histories: list
+    epochs_kept: list
     seconds: float
     steps_per_epoch: int
 
@@ -288,7 +290,7 @@ def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch,
 
     settings, size = plan.settings, plan.settings.image_size
     view = plan.field.petro_radii * settings.crop_fraction
-    run = TrainedMembers([], [], 0.0, 0)
+    run = TrainedMembers([], [], [], 0.0, 0)
     for member in range(ensemble):
         member_seed = None if seed is None else seed + member
         number = member if ensemble > 1 else None  # names in an ensemble must differ
@@ -306,31 +308,37 @@ def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch,
               f"validation {len(plan.validation_rows)}, test {len(plan.test_rows)}")
         if distribution.name == "MultiWorkerMirroredStrategy":
             history, seconds = _fit_multi_worker(distribution, core_model, plan, batches, member_seed, progress)
+            epoch_kept = len(history["loss"])  # no early stopping across workers: the last epoch
             core_model = _plain_copy(core_model, settings, size, number)
         else:
-            history, seconds = _fit(core_model, training_batches, batches(plan.validation_rows), settings, progress)
+            history, seconds, epoch_kept = _fit(core_model, training_batches, batches(plan.validation_rows),
+                                                settings, progress)
         run.seconds += seconds
         run.histories.append(history)
+        run.epochs_kept.append(epoch_kept)
         architectures.forget_optimizer(core_model)
         run.networks.append(core_model)
     return run
 
 
 def _fit(core_model, training_batches, validation_batches, settings, progress):
-    """(history, seconds) of Keras' own fit, keeping the best epoch when the preset stops early."""
+    """(history, seconds, epoch kept) of Keras' own fit, keeping the best watched epoch
+    when the preset stops early; the epoch kept is 1-based."""
     import keras
 
-    callbacks = []
+    stopper = None
     if settings.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True,
-            start_from_epoch=settings.first_epoch_watched()))
+            start_from_epoch=settings.first_epoch_watched())
     started = time.perf_counter()
     history = core_model.fit(
         training_batches, validation_data=validation_batches, epochs=settings.epochs,
-        callbacks=callbacks, shuffle=False, verbose=_keras_verbosity(progress),
+        callbacks=[stopper] if stopper else [], shuffle=False, verbose=_keras_verbosity(progress),
     ).history  # the History callback holds the model; keep only the numbers
-    return history, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    restored = stopper is not None and stopper.best_weights is not None
+    return history, seconds, stopper.best_epoch + 1 if restored else len(history["loss"])
 
 
 def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
@@ -349,7 +357,7 @@ def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
     metrics = reports.write_evaluation_report(
         out_dir, plan.galaxies.labels[test_rows], p_elliptical,
         load_images=lambda positions: batches.images.read(test_rows[positions]),
-        history=run.histories[0], epoch_kept=_epoch_kept(run.histories[0], settings),
+        history=run.histories[0], epoch_kept=run.epochs_kept[0],
         sources=[plan.galaxies.sources[row] for row in test_rows],
         agreement=None if agreement is None else agreement[test_rows],
         extra={**record, **_training_record(plan, run), "temperature_scaling": calibration_record},
@@ -361,23 +369,10 @@ def _calibrate_save_and_report(plan, run, batches, out_dir, progress, record):
     return metrics
 
 
-def _epoch_kept(history, settings):
-    """The epoch (1-based) whose weights the saved network has: with early stopping the
-    lowest validation loss among the watched epochs, else the last."""
-    validation_loss = np.asarray(history.get("val_loss", []), dtype=float)
-    first = settings.first_epoch_watched()
-    if not settings.early_stopping_patience or len(validation_loss) <= first:
-        return len(history["loss"])
-    if np.isnan(validation_loss[first:]).all():  # Keras then keeps the first watched epoch
-        return first + 1
-    return first + int(np.nanargmin(validation_loss[first:])) + 1
-
-
 def _training_record(plan, run):
     """metrics.json's account of the recipe, the split and the training time."""
     settings, field = plan.settings, plan.field
     epochs_run = [len(history["loss"]) for history in run.histories]
-    epochs_kept = [_epoch_kept(history, settings) for history in run.histories]
     images_trained = min(len(plan.train_rows), run.steps_per_epoch * settings.batch_size) * sum(epochs_run)
     return {
         "image_size": settings.image_size, "crop_fraction": round(settings.crop_fraction, 6),
@@ -385,7 +380,7 @@ def _training_record(plan, run):
                           "model_view_petro_radii": round(field.petro_radii * settings.crop_fraction, 4)},
         "batch_size": settings.batch_size,
         "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if len(epochs_run) == 1 else epochs_run,
-        "epoch_kept": epochs_kept[0] if len(epochs_kept) == 1 else epochs_kept,
+        "epoch_kept": run.epochs_kept[0] if len(run.epochs_kept) == 1 else run.epochs_kept,
         "split": {"train": len(plan.train_rows), "validation": len(plan.validation_rows),
                   "test": len(plan.test_rows)},
         "training_seconds": round(run.seconds, 1),

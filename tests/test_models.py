@@ -157,7 +157,7 @@ def test_modern_preset_keeps_enough_steps_per_epoch_on_small_samples(n_train, ba
     assert quick_cnn_trainer.resolve_settings("seed", data, image_size=64, n_train=n_train).batch_size == 5
 
 
-def test_early_stopping_keeps_an_epoch_from_the_second_half_of_the_schedule(monkeypatch):
+def test_early_stopping_keeps_an_epoch_from_the_second_half_of_the_schedule():
     """The cosine schedule's learning rate is still high in the first half, so a low
     validation loss there is luck: the saved network is the best of the second half,
     and metrics.json's epoch_kept names the epoch Keras really restored."""
@@ -199,9 +199,10 @@ def test_early_stopping_keeps_an_epoch_from_the_second_half_of_the_schedule(monk
             return type("History", (), {"history": history})()
 
     model = ScriptedModel()
-    history, _ = quick_cnn_trainer._fit(model, None, None, settings, progress=False)
+    history, _, epoch_kept = quick_cnn_trainer._fit(model, None, None, settings, progress=False)
     assert settings.first_epoch_watched() == 5
-    assert model.weights[0][0] == 7 == quick_cnn_trainer._epoch_kept(history, settings)
+    assert model.weights[0][0] == 7 == epoch_kept
     assert len(history["loss"]) == 10
     without_stopping = dataclasses.replace(settings, early_stopping_patience=None)
-    assert quick_cnn_trainer._epoch_kept(history, without_stopping) == 10
+    history, _, epoch_kept = quick_cnn_trainer._fit(ScriptedModel(), None, None, without_stopping, progress=False)
+    assert epoch_kept == 10 == len(history["loss"])

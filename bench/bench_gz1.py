@@ -148,22 +148,27 @@ def run_trainer(arguments, log_path):
     return seconds
 
 
-def train_command(train_csv, out_dir, epochs=None, image_size=None, seed=0):
+def train_command(train_csv, out_dir, options):
     # the trainer's own test split only feeds its report: the holdout judges the
     # model, so keep 10% instead of the seed's 30% and train on more galaxies
-    arguments = ["--preset", "modern", "--data", train_csv, "--out", out_dir, "--seed", seed, "--test-fraction", 0.1]
-    if epochs is not None:
-        arguments += ["--epochs", epochs]
-    if image_size is not None:
-        arguments += ["--image-size", image_size]
-    return arguments
+    return ["--preset", "modern", "--data", train_csv, "--out", out_dir, "--test-fraction", 0.1, *options]
 
 
-def train_and_judge(train_csv, holdout_csv, out_dir, epochs=None, image_size=None, seed=0):
+def trainer_options(arguments):
+    """The bench's options that go to every training run unchanged."""
+    options = ["--seed", arguments.seed]
+    for name in ("epochs", "image_size"):
+        value = getattr(arguments, name)
+        if value is not None:
+            options += [f"--{name.replace('_', '-')}", value]
+    return options
+
+
+def train_and_judge(train_csv, holdout_csv, out_dir, options):
     """Train on ``train_csv`` into ``out_dir/model``, evaluate and predict on the holdout.
     Returns (trainer arguments, wall seconds, holdout metrics dict, per-galaxy predictions)."""
     model_dir, holdout_dir = out_dir / "model", out_dir / "holdout"
-    arguments = train_command(train_csv, model_dir, epochs, image_size, seed)
+    arguments = train_command(train_csv, model_dir, options)
     wall_seconds = run_trainer(arguments, out_dir / "train.log")
     model = model_dir / MODEL_FILE
     run_trainer(["evaluate", "--model", model, "--data", holdout_csv, "--out", holdout_dir],
@@ -302,7 +307,7 @@ def plot_learning_curve(rows, path):
 # --------------------------------------------------------------------------- the bench
 
 
-def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, epochs, image_size, seed=0):
+def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, options):
     """Train on stratified subsets of ``sizes`` galaxies, judge each on the holdout; ``full_run`` is the 'all' point."""
     rows = []
     for n_galaxies in sizes:
@@ -310,7 +315,7 @@ def learning_curve(training_rows, gz1_dir, holdout_csv, full_run, sizes, epochs,
             continue
         out_dir = OUTPUT / "learning_curve" / f"n{n_galaxies}"
         subset_csv = write_data_csv(stratified_subset(training_rows, n_galaxies), gz1_dir, out_dir / "train.csv")
-        _, wall_seconds, metrics, predictions = train_and_judge(subset_csv, holdout_csv, out_dir, epochs, image_size, seed)
+        _, wall_seconds, metrics, predictions = train_and_judge(subset_csv, holdout_csv, out_dir, options)
         trainer_metrics = json.loads((out_dir / "model" / "metrics.json").read_text())
         rows.append(_curve_row(n_galaxies, trainer_metrics, holdout_figures(metrics, predictions, holdout_csv),
                                wall_seconds))
@@ -379,8 +384,8 @@ def main(argv=None):
     train_csv = write_data_csv(training_rows, gz1_dir, OUTPUT / "train.csv")
     holdout_csv = write_data_csv(holdout_rows, gz1_dir, OUTPUT / "holdout.csv")
 
-    trainer_arguments, wall_seconds, metrics, predictions = train_and_judge(
-        train_csv, holdout_csv, OUTPUT, arguments.epochs, arguments.image_size, arguments.seed)
+    options = trainer_options(arguments)
+    trainer_arguments, wall_seconds, metrics, predictions = train_and_judge(train_csv, holdout_csv, OUTPUT, options)
     trainer_metrics = json.loads((OUTPUT / "model" / "metrics.json").read_text())
     figures = holdout_figures(metrics, predictions, holdout_csv)
     model_path = OUTPUT / "model" / MODEL_FILE
@@ -412,8 +417,7 @@ def main(argv=None):
 
     if arguments.learning_curve:
         curve = learning_curve(training_rows, gz1_dir, holdout_csv, (trainer_metrics, figures, wall_seconds),
-                               sorted(arguments.curve_sizes), arguments.epochs, arguments.image_size,
-                               arguments.seed)
+                               sorted(arguments.curve_sizes), options)
         print_learning_curve(curve)
         write_csv_atomic(pd.DataFrame(curve), OUTPUT / "learning_curve.csv")
         plot_learning_curve(curve, OUTPUT / "learning_curve.png")

@@ -145,7 +145,8 @@ class ForgivingImageFiles(ImageFiles):
     files; training and evaluation keep the strict :class:`ImageFiles`.
     ``small`` remembers the frames (index → (h, w)) with less than half the
     caller's ``min_side``: the model sees them upsampled more than 2×, so
-    their probabilities mean little."""
+    their probabilities mean little; ``grey`` the frames whose three channels
+    are one (the model was trained on colour)."""
 
     BLANK = np.zeros((16, 16, 3), dtype=np.uint8)
 
@@ -153,6 +154,7 @@ class ForgivingImageFiles(ImageFiles):
         super().__init__(paths)
         self.problems = {}
         self.small = {}
+        self.grey = set()
 
     def read_one(self, index, min_side=None):
         try:
@@ -162,6 +164,8 @@ class ForgivingImageFiles(ImageFiles):
             return self.BLANK
         if min_side is not None and 2 * min(frame.shape[:2]) < min_side:
             self.small[index] = frame.shape[:2]
+        if np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 1], frame[..., 2]):
+            self.grey.add(index)
         return frame
 
 

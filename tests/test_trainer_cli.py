@@ -169,19 +169,21 @@ def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path
     (folder / "002.jpeg").write_bytes(b"<html>server busy</html>")
     (folder / "003.jpeg").write_bytes((folder / "001.jpeg").read_bytes()[:300])  # truncated
     Image.fromarray(images[1][:8, :8]).save(folder / "thumbnail.jpeg")
+    Image.fromarray(images[2]).convert("L").convert("RGB").save(folder / "grey.jpeg")  # grey pixels in RGB
     out = tmp_path / "predictions.csv"
     shipped = Path(quick_cnn_trainer.__file__).parent / "models" / "sdss-gz1.keras"
     assert quick_cnn_trainer.main(["predict", "--model", str(shipped), "--out", str(out), str(folder)]) == 0
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns) == ["source", "p_spiral", "p_elliptical", "predicted", "crop", "status", "reason"]
     by_name = table.set_index(table.source.map(lambda source: Path(source).name))
-    assert list(by_name.status) == ["ok", "ok", "failed", "failed", "ok"]
+    assert list(by_name.status) == ["ok", "ok", "failed", "failed", "ok", "ok"]
     assert "cannot identify image file" in by_name.reason["002.jpeg"] and "truncated" in by_name.reason["003.jpeg"].lower()
     assert (by_name.loc[["002.jpeg", "003.jpeg"], ["p_spiral", "p_elliptical", "predicted"]] == "").all().all()
     assert set(by_name.predicted[by_name.status == "ok"]) <= {"spiral", "elliptical"}
     output = capsys.readouterr()
     assert "2 not classified" in output.out and "002.jpeg" in output.err
     assert "1 image(s) too small" in output.err and "thumbnail.jpeg: 8x8 px" in output.err
+    assert "1 image(s) without colour (grey), e.g. grey.jpeg" in output.err
 
     for k in range(3):  # in parts, some without a failure: the merged table is the whole one
         quick_cnn_trainer.predict([folder], model=shipped, out=tmp_path / "p.csv", progress=False, shard=(k, 3))

@@ -598,8 +598,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
     row's place in the whole (see :mod:`galaxy_classification.parts`)."""
     import pandas as pd
 
-    from galaxy_classification import classify as classify_module
-    from galaxy_classification import model_files, parts, tables
+    from galaxy_classification import parts, tables
 
     _table_format(out)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
@@ -611,26 +610,7 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         rows = wanted[(wanted >= offset) & (wanted < offset + len(galaxies))] - offset
         if len(rows) == 0:
             continue
-        crops = input_crops(classifier, galaxies, crop)[rows]
-        images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
-        if isinstance(images, image_stores.ImageFiles):
-            images = image_stores.ForgivingImageFiles(images.paths)
-        probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
-        problems = getattr(images, "problems", {})
-        probabilities[list(problems)] = np.nan
-        piece = pd.DataFrame({
-            "source": [galaxies.sources[row] for row in rows],
-            "p_spiral": probabilities[:, 0],
-            "p_elliptical": probabilities[:, 1],
-            "predicted": classify_module.predicted_classes(probabilities, min_confidence),
-            "crop": np.round(crops, 4),
-        })
-        if problems:
-            piece["status"] = np.where(np.isnan(probabilities[:, 0]), "failed", "ok")
-            piece["reason"] = [problems.get(index, "") for index in range(len(rows))]
-        _note_small_frames(images, crops, classifier.image_size)
-        _note_grey_frames(images)
-        piece = _with_sky_links(piece, _catalogue_objids(galaxies), _data_release_of(galaxies), rows)
+        piece = _predict_rows(classifier, galaxies, rows, crop, min_confidence, progress)
         if shard:
             piece[parts.ROW_COLUMN] = rows + offset
         pieces.append(piece)
@@ -638,8 +618,41 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
         columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN])
     target = parts.part_path(out, shard) if shard else Path(out)
     tables.write_table(table, target, meta={"model": classifier.name, "model_sha256": classifier.sha256})
+    _print_prediction_summary(table, target, (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES)
+    return table
+
+
+def _predict_rows(classifier, galaxies, rows, crop, min_confidence, progress):
+    """predict's table for ``rows`` of one input; an unreadable file's row has status 'failed'."""
+    import pandas as pd
+
+    from galaxy_classification import classify as classify_module
+    from galaxy_classification import model_files
+
+    crops = input_crops(classifier, galaxies, crop)[rows]
+    images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
+    if isinstance(images, image_stores.ImageFiles):
+        images = image_stores.ForgivingImageFiles(images.paths)
+    probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
+    problems = getattr(images, "problems", {})
+    probabilities[list(problems)] = np.nan
+    piece = pd.DataFrame({
+        "source": [galaxies.sources[row] for row in rows],
+        "p_spiral": probabilities[:, 0],
+        "p_elliptical": probabilities[:, 1],
+        "predicted": classify_module.predicted_classes(probabilities, min_confidence),
+        "crop": np.round(crops, 4),
+    })
+    if problems:
+        piece["status"] = np.where(np.isnan(probabilities[:, 0]), "failed", "ok")
+        piece["reason"] = [problems.get(index, "") for index in range(len(rows))]
+    _note_small_frames(images, crops, classifier.image_size)
+    _note_grey_frames(images)
+    return _with_sky_links(piece, _catalogue_objids(galaxies), _data_release_of(galaxies), rows)
+
+
+def _print_prediction_summary(table, target, names):
     counts = table["predicted"].value_counts()
-    names = (*CLASS_NAMES, "uncertain") if min_confidence is not None else CLASS_NAMES
     failed = table[table["status"] == "failed"] if "status" in table.columns else None
     print(f"wrote {target}: {len(table)} galaxies, " + ", ".join(f"{counts.get(name, 0)} {name}" for name in names)
           + (f", {len(failed)} not classified (status 'failed', with the reason)" if failed is not None else ""))
@@ -648,7 +661,6 @@ def predict(paths, model=None, out="predictions.csv", progress=True, crop=None, 
             print(f"  {source}: {reason}", file=sys.stderr)
         if len(failed) > 5:
             print(f"  ... and {len(failed) - 5} more", file=sys.stderr)
-    return table
 
 
 def _note_small_frames(images, crops, image_size):

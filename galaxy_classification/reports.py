@@ -276,7 +276,8 @@ def _validated_history(history):
 
 
 def _mark_kept_epoch(axes, validation_loss, epoch_kept):
-    # the saved weights are of this epoch (early stopping restores them), so show where it is
+    # the trainer says which epoch's weights it saved (early stopping restores them); a
+    # history alone (a library caller's) only shows where validation loss was lowest
     if epoch_kept is not None:
         axes.axvline(epoch_kept, color="grey", linestyle=":", label=f"weights kept (epoch {epoch_kept})")
         return

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_classification import CLASS_NAMES, datasets, image_stores, parameters, presets
+from galaxy_classification import precision as precision_module
 from galaxy_classification.skyserver import SDSSQueryError
 from galaxy_classification.storage import DataFileError
 
@@ -110,7 +111,8 @@ def create_cnn(input_shape=(512, 512, 3)):
 # --------------------------------------------------------------------------- train
 
 
-def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None):
+def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None,
+                     precision=None):
     """The preset's recipe with the command-line overrides applied, and the
     crop computed from the data's field of view (``crop`` overrides it).
 
@@ -137,6 +139,8 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
         changes["batch_size"] = batch_size
     elif preset.min_steps_per_epoch and n_train:
         changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
+    if precision is not None:
+        changes["precision"] = precision
     return dataclasses.replace(preset, **changes)
 
 
@@ -176,9 +180,11 @@ class TrainingPlan:
 
 
 def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, crop=None,
-                  test_fraction=datasets.TEST_SIZE, field_of_view=None, min_agreement=None, replicas=1):
-    """Open ``data``, split it and settle the recipe (:func:`resolve_settings`);
-    with R ``replicas`` the global batch and the learning rate are R times the preset's."""
+                  test_fraction=datasets.TEST_SIZE, field_of_view=None, min_agreement=None, replicas=1,
+                  precision=None):
+    """Open ``data``, split it and settle the recipe (:func:`resolve_settings`),
+    its precision for this machine included; with R ``replicas`` the global
+    batch and the learning rate are R times the preset's."""
     galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
@@ -186,7 +192,9 @@ def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, c
     kept = _agreeing_galaxies(galaxies, min_agreement)
     train_rows, validation_rows, test_rows = (kept[rows] for rows in
                                               datasets.split_indices(len(kept), test_size=test_fraction))
-    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows))
+    settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows),
+                                precision=precision)
+    settings = dataclasses.replace(settings, precision=precision_module.choose(settings.precision))
     if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
                                        learning_rate=settings.learning_rate * replicas)
@@ -196,7 +204,7 @@ def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, c
 
 def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, image_size=None, crop=None,
           seed=None, progress=True, steps_per_epoch=None, test_fraction=datasets.TEST_SIZE, field_of_view=None,
-          ensemble=1, min_agreement=None, distribute="auto", peer_timeout=600):
+          ensemble=1, min_agreement=None, distribute="auto", peer_timeout=600, precision=None):
     """Train on ``data``, report on the held-out 30% and save the model; return the metrics.
 
     ``steps_per_epoch`` limits each epoch to that many batches of a fresh
@@ -210,16 +218,21 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     (:mod:`galaxy_classification.distribute`): with R replicas the global batch
     and the learning rate are R times the preset's; under multi-worker only the
     chief writes (the others return None), and a worker that hears nothing from
-    its peers for ``peer_timeout`` seconds stops with a message.
+    its peers for ``peer_timeout`` seconds stops with a message. ``precision``
+    (default: the preset's) is auto, float32 or mixed_bfloat16
+    (:mod:`galaxy_classification.precision`); the saved model is float32 either way.
     """
     from galaxy_classification import distribute as distribution_module
 
-    try:  # first: a multi-worker strategy must exist before TensorFlow's runtime starts
+    try:
+        if precision is not None:
+            precision_module.check(precision)
+        # first: a multi-worker strategy must exist before TensorFlow's runtime starts
         distribution = distribution_module.choose(distribute, peer_timeout)
     except ValueError as error:
         raise UsageError(str(error)) from None
     plan = plan_training(data, preset, epochs, batch_size, image_size, crop, test_fraction, field_of_view,
-                         min_agreement, distribution.replicas)
+                         min_agreement, distribution.replicas, precision)
     if distribution.replicas > 1:
         print(f"{distribution.name}: {distribution.replicas} replicas, global batch {plan.settings.batch_size}, "
               f"learning rate {plan.settings.learning_rate:g}")
@@ -304,15 +317,16 @@ def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch,
         which = f" (ensemble member {member + 1} of {ensemble})" if ensemble > 1 else ""
         print(f"preset {settings.name}{which}: {core_model.count_params():,} parameters, {size}px images "
               f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
-              f"{settings.epochs} epochs of batch {settings.batch_size}; train {len(plan.train_rows)}, "
-              f"validation {len(plan.validation_rows)}, test {len(plan.test_rows)}")
+              f"{settings.epochs} epochs of batch {settings.batch_size} in {settings.precision}; "
+              f"train {len(plan.train_rows)}, validation {len(plan.validation_rows)}, test {len(plan.test_rows)}")
         if distribution.name == "MultiWorkerMirroredStrategy":
             history, seconds = _fit_multi_worker(distribution, core_model, plan, batches, member_seed, progress)
             epoch_kept = len(history["loss"])  # no early stopping across workers: the last epoch
-            core_model = _plain_copy(core_model, settings, size, number)
         else:
             history, seconds, epoch_kept = _fit(core_model, training_batches, batches(plan.validation_rows),
                                                 settings, progress)
+        if distribution.name == "MultiWorkerMirroredStrategy" or settings.precision != "float32":
+            core_model = _plain_copy(core_model, settings, size, number)
         run.seconds += seconds
         run.histories.append(history)
         run.epochs_kept.append(epoch_kept)
@@ -378,7 +392,7 @@ def _training_record(plan, run):
         "image_size": settings.image_size, "crop_fraction": round(settings.crop_fraction, 6),
         "field_of_view": {"data": field.to_json(), "data_source": field.source,
                           "model_view_petro_radii": round(field.petro_radii * settings.crop_fraction, 4)},
-        "batch_size": settings.batch_size,
+        "batch_size": settings.batch_size, "precision": settings.precision,
         "epochs_planned": settings.epochs, "epochs_run": epochs_run[0] if len(epochs_run) == 1 else epochs_run,
         "epoch_kept": run.epochs_kept[0] if len(run.epochs_kept) == 1 else run.epochs_kept,
         "split": {"train": len(plan.train_rows), "validation": len(plan.validation_rows),
@@ -401,10 +415,11 @@ def _fit_multi_worker(distribution, core_model, plan, batches, seed, progress):
 
 
 def _plain_copy(network, settings, size, member):
-    """The trained network outside the strategy, for prediction and saving on the chief."""
+    """The trained network as a float32 one outside any strategy, for calibration,
+    prediction and saving (the chief's copy; mixed precision's weights are float32 already)."""
     from galaxy_classification import architectures
 
-    plain = architectures.build_core_model(settings, size, member)
+    plain = architectures.build_core_model(settings, size, member, precision="float32")
     plain.set_weights(network.get_weights())
     return plain
 
@@ -893,6 +908,9 @@ def build_parser(command="train"):
     add("--min-agreement", type=_fraction(0.5, 1.0, "a vote fraction"), metavar="A",
         help="train only on galaxies whose Galaxy Zoo volunteers agreed at least this much (needs "
              "p_el_debiased / p_cs_debiased in the data, as sdss_query.py --labels galaxyzoo writes)")
+    add("--precision", choices=precision_module.CHOICES, default=None,
+        help="the arithmetic of training: auto (the modern preset's default) is mixed_bfloat16 on a CPU with "
+             "native bfloat16 (AVX512_BF16 or AMX), else float32 (the seed preset's); the saved model is float32")
     add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
     add("--seed", type=_bounded_int(0), help="random seed: the same seed gives the same result")
     add("--steps-per-epoch", type=_bounded_int(1),
@@ -919,7 +937,8 @@ def main(argv=None):
                   arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
                   test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
                   ensemble=arguments.ensemble, min_agreement=arguments.min_agreement,
-                  distribute=arguments.distribute, peer_timeout=arguments.peer_timeout)
+                  distribute=arguments.distribute, peer_timeout=arguments.peer_timeout,
+                  precision=arguments.precision)
         elif command == "evaluate":
             evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                      field_of_view=arguments.field_of_view, predictions=arguments.predictions)

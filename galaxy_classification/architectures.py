@@ -4,6 +4,7 @@ saved network loads with nothing of this project imported.
 """
 
 from galaxy_classification import CLASS_NAMES
+from galaxy_classification import precision as precision_module
 from galaxy_classification.quiet import import_keras
 
 keras = import_keras()
@@ -12,58 +13,67 @@ layers = keras.layers
 SEED_INPUT_SHAPE = (512, 512, 3)
 
 
-def create_seed_cnn(input_shape=SEED_INPUT_SHAPE, name="seed_cnn"):
+def create_seed_cnn(input_shape=SEED_INPUT_SHAPE, name="seed_cnn", dtype="float32"):
     """The seed's network, unchanged: 29,594,562 parameters at 512 × 512 × 3.
 
     The seed's second dropout rate is not recorded; 0.5, the usual choice
     before the output layer (and the Keras examples' value), is used.
+    ``dtype``: the Keras dtype policy of every layer but the softmax, which
+    stays float32 (:mod:`galaxy_classification.precision`).
     """
     return keras.Sequential(
         [
             keras.Input(shape=tuple(input_shape)),
-            layers.Conv2D(16, (3, 3), padding="same", activation="relu"),
-            layers.BatchNormalization(),
-            layers.MaxPooling2D(pool_size=3),
-            layers.Dropout(0.25),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu"),
-            layers.BatchNormalization(),
-            layers.Dropout(0.5),
-            layers.Dense(2, activation="softmax"),
+            layers.Conv2D(16, (3, 3), padding="same", activation="relu", dtype=dtype),
+            layers.BatchNormalization(dtype=dtype),
+            layers.MaxPooling2D(pool_size=3, dtype=dtype),
+            layers.Dropout(0.25, dtype=dtype),
+            layers.Flatten(dtype=dtype),
+            layers.Dense(64, activation="relu", dtype=dtype),
+            layers.BatchNormalization(dtype=dtype),
+            layers.Dropout(0.5, dtype=dtype),
+            layers.Dense(2, activation="softmax", dtype="float32"),
         ],
         name=name,
     )
 
 
 def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1, 1, 2, 2), dropout=0.3,
-                     name="modern_cnn"):
+                     name="modern_cnn", dtype="float32"):
     """Conv-BN-ReLU blocks, each followed by 2× max pooling, then global average
-    pooling and a 2-way softmax (p_spiral, p_elliptical)."""
+    pooling and a 2-way softmax (p_spiral, p_elliptical). ``dtype``: the Keras
+    dtype policy of every layer but the softmax, which stays float32 so the
+    probabilities keep their precision (Keras' mixed-precision guide)."""
     if len(widths) != len(convs_per_block):
         raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} must have the same length")
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     features = inputs
     for width, n_convs in zip(widths, convs_per_block):
         for _ in range(n_convs):
-            features = layers.Conv2D(width, 3, padding="same", use_bias=False)(features)
+            features = layers.Conv2D(width, 3, padding="same", use_bias=False, dtype=dtype)(features)
             # momentum 0.9, not Keras' 0.99: a small sample gives few steps per
             # epoch, and the slow default leaves validation-time statistics stale
-            features = layers.BatchNormalization(momentum=0.9)(features)
-            features = layers.ReLU()(features)
-        features = layers.MaxPooling2D(2)(features)
-    features = layers.GlobalAveragePooling2D()(features)
-    features = layers.Dropout(dropout)(features)
-    outputs = layers.Dense(len(CLASS_NAMES), activation="softmax", name="class_probabilities")(features)
+            features = layers.BatchNormalization(momentum=0.9, dtype=dtype)(features)
+            features = layers.ReLU(dtype=dtype)(features)
+        features = layers.MaxPooling2D(2, dtype=dtype)(features)
+    features = layers.GlobalAveragePooling2D(dtype=dtype)(features)
+    features = layers.Dropout(dropout, dtype=dtype)(features)
+    outputs = layers.Dense(len(CLASS_NAMES), activation="softmax", name="class_probabilities",
+                           dtype="float32")(features)
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_core_model(preset, image_size, member=None):
+def build_core_model(preset, image_size, member=None, precision=None):
     """The trainable network for a preset, taking float32 (size, size, 3) in [0, 1];
-    ``member`` numbers it within an ensemble (names must differ)."""
+    ``member`` numbers it within an ensemble (names must differ). ``precision``
+    (default: the preset's; ``auto`` is settled by :func:`precision.choose`)
+    is the arithmetic it trains in."""
     name = f"{preset.name}_cnn" + ("" if member is None else f"_{member}")
+    dtype = precision_module.choose(precision or preset.precision)
     if preset.name == "seed":
-        return create_seed_cnn((image_size, image_size, 3), name=name)
-    return build_modern_cnn(image_size, preset.widths, preset.convs_per_block, preset.dropout, name=name)
+        return create_seed_cnn((image_size, image_size, 3), name=name, dtype=dtype)
+    return build_modern_cnn(image_size, preset.widths, preset.convs_per_block, preset.dropout, name=name,
+                            dtype=dtype)
 
 
 def compile_model(model, preset, steps_per_epoch):

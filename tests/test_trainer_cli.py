@@ -67,6 +67,7 @@ def test_help_is_fast_and_imports_no_tensorflow(tmp_path):
     (["--preset", "fancy"], "--preset"),
     (["--crop", "1.5"], "--crop"),
     (["--seed", "-1"], "--seed"),
+    (["--precision", "half"], "--precision"),
     (["--colour"], "--colour"),
     (["evaluate", "--data", "data"], "--model"),
     (["predict"], "PATH"),

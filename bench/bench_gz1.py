@@ -22,6 +22,7 @@ Run it from the project root::
     .venv/bin/python bench/bench_gz1.py                    # about 10-15 minutes on 2 cores
     .venv/bin/python bench/bench_gz1.py --install-model    # also ship models/sdss-gz1.keras + .json
     .venv/bin/python bench/bench_gz1.py --seed 1           # another seed of the same recipe
+    .venv/bin/python bench/bench_gz1.py --ensemble 3       # three networks averaged (--precision too)
     .venv/bin/python bench/bench_gz1.py --learning-curve   # also 250, 500, 1000, 2000 galaxies (much longer)
     make gz1                                               # = --install-model
     make learning-curve
@@ -50,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from galaxy_classification import CLASS_NAMES  # noqa: E402
+from galaxy_classification import CLASS_NAMES, precision  # noqa: E402
 from galaxy_classification.storage import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
 
 TRAINER = ROOT / "quick_cnn_trainer.py"
@@ -157,7 +158,7 @@ def train_command(train_csv, out_dir, options):
 def trainer_options(arguments):
     """The bench's options that go to every training run unchanged."""
     options = ["--seed", arguments.seed]
-    for name in ("epochs", "image_size"):
+    for name in ("epochs", "image_size", "ensemble", "precision"):
         value = getattr(arguments, name)
         if value is not None:
             options += [f"--{name.replace('_', '-')}", value]
@@ -350,6 +351,9 @@ def build_parser():
                         help="the shared Galaxy Zoo 1 folder (default ../shared/data/gz1 beside the project)")
     parser.add_argument("--epochs", type=int, help="passed to the trainer (default: the preset's)")
     parser.add_argument("--image-size", type=int, help="passed to the trainer (default: the preset's)")
+    parser.add_argument("--ensemble", type=int, help="passed to the trainer: K networks averaged (default 1)")
+    parser.add_argument("--precision", choices=precision.CHOICES,
+                        help="passed to the trainer (default: the preset's, auto)")
     parser.add_argument("--seed", type=int, default=0,
                         help="passed to the trainer (default 0); judge a change on the mean of several seeds")
     parser.add_argument("--install-model", action="store_true",
@@ -366,7 +370,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     arguments = parser.parse_args(argv)
-    for name in ("epochs", "image_size", "limit"):
+    for name in ("epochs", "image_size", "ensemble", "limit"):
         value = getattr(arguments, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")

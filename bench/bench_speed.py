@@ -19,7 +19,10 @@ count beside the rate. The figures:
    after one warm-up pass, against the network alone on in-memory arrays;
 5. TensorFlow's oneDNN kernels off and on (``TF_ENABLE_ONEDNN_OPTS`` 0 and 1,
    which the package sets by default): the modern network's training rate
-   alone, in two child processes, one after the other.
+   alone in float32, in two child processes, one after the other;
+6. the modern network's training precision, float32 against mixed bfloat16
+   (oneDNN on), the same way: the modern preset's ``auto`` picks bfloat16 on
+   a CPU with native bfloat16 instructions, and figures 1-3 use what it picks.
 
     .venv/bin/python bench/bench_speed.py                    # about 5 minutes
     .venv/bin/python bench/bench_speed.py --sizes 200 800 --predict-images 400
@@ -45,7 +48,7 @@ GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 
 import quick_cnn_trainer  # noqa: E402
 from bench_data import write_bench_data  # noqa: E402
-from galaxy_classification import datasets, image_stores, input_pipeline, models  # noqa: E402
+from galaxy_classification import datasets, image_stores, input_pipeline, models, precision  # noqa: E402
 from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
 
 
@@ -135,7 +138,7 @@ def training_figures(data_dirs, sizes):
             shutil.rmtree(OUTPUT / "cache", ignore_errors=True)
             per_size[size] = pipeline_epoch(galaxies, settings, OUTPUT)
             prepared, seconds, trained = per_size[size]
-            print(f"  {preset_name:6s} {size:5d} galaxies: prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
+            print(f"  {preset_name:6s} ({precision.choose(settings.precision)}) {size:5d} galaxies: prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
                   f"({trained} images, {trained / seconds:7.1f} images/s)", flush=True)
         network_rate, counted = network_only_rate(settings, min(sizes[-1], 2000 if preset_name == "modern" else 200))
         small, large = sizes
@@ -180,22 +183,29 @@ def prediction_figures(n_images):
     return pipeline_rate, len(probabilities), network_rate, counted, source
 
 
+def network_only_in_a_child(n_images, onednn, precision_name):
+    """(modern network-only training images/s, images) in a fresh process with
+    ``TF_ENABLE_ONEDNN_OPTS=onednn``, training in ``precision_name``."""
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    child = subprocess.run([sys.executable, __file__, "--network-only", str(n_images), "--precision", precision_name],
+                           env=environment, capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def kernel_figures(n_images):
-    """{setting: (modern network-only training images/s, images)} with oneDNN off and on."""
-    figures = {}
-    for setting in ("0", "1"):
-        environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        child = subprocess.run([sys.executable, __file__, "--network-only", str(n_images)], env=environment,
-                               capture_output=True, text=True, check=True)
-        figures[setting] = json.loads(child.stdout.strip().splitlines()[-1])
-    return figures
+    """{name: (images/s, images)}: oneDNN off and on in float32, then mixed bfloat16 with oneDNN on."""
+    return {"oneDNN off": network_only_in_a_child(n_images, "0", "float32"),
+            "oneDNN on": network_only_in_a_child(n_images, "1", "float32"),
+            "mixed_bfloat16": network_only_in_a_child(n_images, "1", "mixed_bfloat16")}
 
 
-def print_network_only(n_images):
-    """The child of :func:`kernel_figures`: one JSON line."""
+def print_network_only(n_images, precision_name):
+    """The child of :func:`network_only_in_a_child`: one JSON line."""
+    import dataclasses
+
     from galaxy_classification import presets
 
-    rate, counted = network_only_rate(presets.MODERN_PRESET, n_images)
+    rate, counted = network_only_rate(dataclasses.replace(presets.MODERN_PRESET, precision=precision_name), n_images)
     print(json.dumps([rate, counted]))
 
 
@@ -218,9 +228,10 @@ def main():
                         help="the two sample sizes of the marginal per-galaxy cost (default 400 1600)")
     parser.add_argument("--predict-images", type=int, default=800, help="JPEG files for the prediction figure")
     parser.add_argument("--network-only", type=int, metavar="N", help=argparse.SUPPRESS)  # kernel_figures' child
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)  # with --network-only
     arguments = parser.parse_args()
     if arguments.network_only:
-        return print_network_only(arguments.network_only)
+        return print_network_only(arguments.network_only, arguments.precision)
     sys.path.insert(0, str(ROOT / "tests"))
     sizes = sorted(arguments.sizes)
     try:
@@ -247,9 +258,12 @@ def main():
           f"{modern['epochs']} epochs {1000 * modern_recipe:.1f} ms -> {seed_recipe / modern_recipe:.1f}x cheaper")
     print(f"  training pipeline / network only: seed {seed['pipeline_rate'] / seed['network_rate']:.2f}, "
           f"modern {modern['pipeline_rate'] / modern['network_rate']:.2f}")
-    (off, off_count), (on, on_count) = kernels["0"], kernels["1"]
-    print(f"  modern network training, oneDNN off {off:.1f} images/s ({off_count}), on {on:.1f} images/s "
+    (off, off_count), (on, on_count) = kernels["oneDNN off"], kernels["oneDNN on"]
+    bfloat16, bfloat16_count = kernels["mixed_bfloat16"]
+    print(f"  modern network training, float32, oneDNN off {off:.1f} images/s ({off_count}), on {on:.1f} images/s "
           f"({on_count}) -> {on / off:.2f}x")
+    print(f"  modern network training, oneDNN on, float32 {on:.1f} images/s ({on_count}), mixed bfloat16 "
+          f"{bfloat16:.1f} images/s ({bfloat16_count}) -> {bfloat16 / on:.2f}x")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1
                      name="modern_cnn", dtype="float32"):
     """Conv-BN-ReLU blocks, each followed by 2× max pooling, then global average
     pooling and a 2-way softmax (p_spiral, p_elliptical). ``dtype``: the Keras
-    dtype policy of every layer but the softmax, which stays float32 so the
-    probabilities keep their precision (Keras' mixed-precision guide)."""
+    dtype policy of the convolution blocks; the pooled head and the softmax
+    stay float32 so the probabilities keep their precision."""
     if len(widths) != len(convs_per_block):
         raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} must have the same length")
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
@@ -56,8 +56,10 @@ def build_modern_cnn(image_size=96, widths=(16, 32, 64, 128), convs_per_block=(1
             features = layers.BatchNormalization(momentum=0.9, dtype=dtype)(features)
             features = layers.ReLU(dtype=dtype)(features)
         features = layers.MaxPooling2D(2, dtype=dtype)(features)
-    features = layers.GlobalAveragePooling2D(dtype=dtype)(features)
-    features = layers.Dropout(dropout, dtype=dtype)(features)
+    # the head in float32 under mixed bfloat16: with the pooling in bfloat16 too, 3 seeds ranked the
+    # held-out galaxies worse (ROC AUC 0.960 against 0.962, Brier 0.078 against 0.075; models/README.md)
+    features = layers.GlobalAveragePooling2D(dtype="float32")(features)
+    features = layers.Dropout(dropout, dtype="float32")(features)
     outputs = layers.Dense(len(CLASS_NAMES), activation="softmax", name="class_probabilities",
                            dtype="float32")(features)
     return keras.Model(inputs, outputs, name=name)

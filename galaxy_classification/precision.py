@@ -1,13 +1,15 @@
 """The arithmetic a network trains in: float32, or mixed bfloat16 where the CPU computes it natively.
 
 Keras' ``mixed_bfloat16`` policy keeps every weight in float32 and does the
-layers' arithmetic in bfloat16. On a CPU with bfloat16 instructions
+convolutions' arithmetic in bfloat16. On a CPU with bfloat16 instructions
 (``avx512_bf16``, as on this project's AMD EPYC, or Intel's ``amx_bf16``) and
-TensorFlow's oneDNN kernels, that trains the modern network about 1.7x faster
-with the same held-out accuracy (models/README.md); on a CPU without them
-bfloat16 is emulated and slower. So ``auto`` picks it only where the CPU says
-it has those instructions, on the TensorFlow backend with oneDNN on and no GPU
-(GPUs are left to float32: nothing here measured them).
+TensorFlow's oneDNN kernels, that trains the modern network 1.1-1.2x faster
+with the same held-out accuracy but a slightly worse ranking (ROC AUC about
+0.003 lower over 3 seeds, models/README.md), so both presets train in float32
+unless asked: ``--precision mixed_bfloat16``, or ``auto``, which picks it only
+where the CPU says it has those instructions, on the TensorFlow backend with
+oneDNN on and no GPU (on a CPU without them bfloat16 is emulated and slower;
+GPUs are left to float32: nothing here measured them).
 
 Saved models are float32 whatever the training precision (the trainer copies
 the weights into a float32 network), so a file predicts the same way on every

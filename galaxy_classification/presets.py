@@ -44,8 +44,7 @@ class Preset:
     weight_decay: float = None
     label_smoothing: float = 0.0
     crop_fraction: float = None  # set per run from the data's field (resolve_settings)
-    # the arithmetic of training (galaxy_classification.precision): auto is mixed bfloat16 where
-    # the CPU computes it natively; saved models are float32 either way
+    # the arithmetic of training (galaxy_classification.precision); saved models are float32 either way
     precision: str = "float32"
 
     def first_epoch_watched(self):
@@ -67,7 +66,6 @@ MODERN_PRESET = Preset(
     widths=(16, 32, 64, 128),
     convs_per_block=(1, 2, 2, 2),  # one conv at full resolution keeps it fast on a CPU
     dropout=0.3, learning_rate=2e-3, weight_decay=1e-4, label_smoothing=0.05,
-    precision="auto",  # 1.7x faster training on this AMD EPYC, same held-out accuracy (models/README.md)
 )
 
 PRESETS = {preset.name: preset for preset in (SEED_PRESET, MODERN_PRESET)}

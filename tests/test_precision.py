@@ -50,9 +50,9 @@ def test_mixed_networks_compute_in_bfloat16_and_give_float32_probabilities(prese
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_the_seed_preset_trains_in_float32_unless_asked():
-    assert models.SEED_PRESET.precision == "float32"
-    assert models.MODERN_PRESET.precision == "auto"
+def test_both_presets_train_in_float32_unless_asked():
+    # mixed bfloat16 trains faster but ranks held-out galaxies a little worse (models/README.md)
+    assert models.SEED_PRESET.precision == models.MODERN_PRESET.precision == "float32"
 
 
 def test_a_bfloat16_run_records_its_precision_and_saves_a_float32_model(tmp_path):

@@ -353,7 +353,7 @@ def build_parser():
     parser.add_argument("--image-size", type=int, help="passed to the trainer (default: the preset's)")
     parser.add_argument("--ensemble", type=int, help="passed to the trainer: K networks averaged (default 1)")
     parser.add_argument("--precision", choices=precision.CHOICES,
-                        help="passed to the trainer (default: the preset's, auto)")
+                        help="passed to the trainer (default: the preset's, float32)")
     parser.add_argument("--seed", type=int, default=0,
                         help="passed to the trainer (default 0); judge a change on the mean of several seeds")
     parser.add_argument("--install-model", action="store_true",

@@ -20,9 +20,9 @@ count beside the rate. The figures:
 5. TensorFlow's oneDNN kernels off and on (``TF_ENABLE_ONEDNN_OPTS`` 0 and 1,
    which the package sets by default): the modern network's training rate
    alone in float32, in two child processes, one after the other;
-6. the modern network's training precision, float32 against mixed bfloat16
-   (oneDNN on), the same way: the modern preset's ``auto`` picks bfloat16 on
-   a CPU with native bfloat16 instructions, and figures 1-3 use what it picks.
+6. the modern network's training precision, float32 (both presets' default,
+   which figures 1-3 use) against ``--precision mixed_bfloat16`` (oneDNN on),
+   the same way.
 
     .venv/bin/python bench/bench_speed.py                    # about 5 minutes
     .venv/bin/python bench/bench_speed.py --sizes 200 800 --predict-images 400
@@ -138,7 +138,8 @@ def training_figures(data_dirs, sizes):
             shutil.rmtree(OUTPUT / "cache", ignore_errors=True)
             per_size[size] = pipeline_epoch(galaxies, settings, OUTPUT)
             prepared, seconds, trained = per_size[size]
-            print(f"  {preset_name:6s} ({precision.choose(settings.precision)}) {size:5d} galaxies: prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
+            print(f"  {preset_name:6s} ({precision.choose(settings.precision)}) {size:5d} galaxies: "
+                  f"prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
                   f"({trained} images, {trained / seconds:7.1f} images/s)", flush=True)
         network_rate, counted = network_only_rate(settings, min(sizes[-1], 2000 if preset_name == "modern" else 200))
         small, large = sizes

@@ -113,8 +113,9 @@ def create_cnn(input_shape=(512, 512, 3)):
 
 def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size=None, crop=None, n_train=None,
                      precision=None):
-    """The preset's recipe with the command-line overrides applied, and the
-    crop computed from the data's field of view (``crop`` overrides it).
+    """The preset's recipe with the command-line overrides applied, the crop
+    computed from the data's field of view (``crop`` overrides it) and the
+    precision settled for this machine (:func:`precision.choose`).
 
     A preset with ``min_steps_per_epoch`` shrinks its batch (not below 8) on
     small samples so each epoch still takes that many optimiser steps: 180
@@ -139,8 +140,7 @@ def resolve_settings(preset_name, data, epochs=None, batch_size=None, image_size
         changes["batch_size"] = batch_size
     elif preset.min_steps_per_epoch and n_train:
         changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
-    if precision is not None:
-        changes["precision"] = precision
+    changes["precision"] = precision_module.choose(precision or preset.precision)
     return dataclasses.replace(preset, **changes)
 
 
@@ -182,9 +182,8 @@ class TrainingPlan:
 def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, crop=None,
                   test_fraction=datasets.TEST_SIZE, field_of_view=None, min_agreement=None, replicas=1,
                   precision=None):
-    """Open ``data``, split it and settle the recipe (:func:`resolve_settings`),
-    its precision for this machine included; with R ``replicas`` the global
-    batch and the learning rate are R times the preset's."""
+    """Open ``data``, split it and settle the recipe (:func:`resolve_settings`);
+    with R ``replicas`` the global batch and the learning rate are R times the preset's."""
     galaxies = get_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
@@ -194,7 +193,6 @@ def plan_training(data, preset, epochs=None, batch_size=None, image_size=None, c
                                               datasets.split_indices(len(kept), test_size=test_fraction))
     settings = resolve_settings(preset, galaxies, epochs, batch_size, image_size, crop, n_train=len(train_rows),
                                 precision=precision)
-    settings = dataclasses.replace(settings, precision=precision_module.choose(settings.precision))
     if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
                                        learning_rate=settings.learning_rate * replicas)
@@ -225,7 +223,7 @@ def train(data="data", preset="seed", out=".", epochs=None, batch_size=None, ima
     from galaxy_classification import distribute as distribution_module
 
     try:
-        if precision is not None:
+        if precision is not None:  # a wrong name is said before any data is read
             precision_module.check(precision)
         # first: a multi-worker strategy must exist before TensorFlow's runtime starts
         distribution = distribution_module.choose(distribute, peer_timeout)
@@ -303,6 +301,7 @@ def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch,
 
     settings, size = plan.settings, plan.settings.image_size
     view = plan.field.petro_radii * settings.crop_fraction
+    multi_worker = distribution.name == "MultiWorkerMirroredStrategy"
     run = TrainedMembers([], [], [], 0.0, 0)
     for member in range(ensemble):
         member_seed = None if seed is None else seed + member
@@ -319,13 +318,13 @@ def _train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch,
               f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
               f"{settings.epochs} epochs of batch {settings.batch_size} in {settings.precision}; "
               f"train {len(plan.train_rows)}, validation {len(plan.validation_rows)}, test {len(plan.test_rows)}")
-        if distribution.name == "MultiWorkerMirroredStrategy":
+        if multi_worker:
             history, seconds = _fit_multi_worker(distribution, core_model, plan, batches, member_seed, progress)
             epoch_kept = len(history["loss"])  # no early stopping across workers: the last epoch
         else:
             history, seconds, epoch_kept = _fit(core_model, training_batches, batches(plan.validation_rows),
                                                 settings, progress)
-        if distribution.name == "MultiWorkerMirroredStrategy" or settings.precision != "float32":
+        if multi_worker or settings.precision != "float32":
             core_model = _plain_copy(core_model, settings, size, number)
         run.seconds += seconds
         run.histories.append(history)

@@ -48,7 +48,7 @@ GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 
 import quick_cnn_trainer  # noqa: E402
 from bench_data import write_bench_data  # noqa: E402
-from galaxy_classification import datasets, image_stores, input_pipeline, models, precision  # noqa: E402
+from galaxy_classification import datasets, image_stores, input_pipeline, models  # noqa: E402
 from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
 
 
@@ -138,7 +138,7 @@ def training_figures(data_dirs, sizes):
             shutil.rmtree(OUTPUT / "cache", ignore_errors=True)
             per_size[size] = pipeline_epoch(galaxies, settings, OUTPUT)
             prepared, seconds, trained = per_size[size]
-            print(f"  {preset_name:6s} ({precision.choose(settings.precision)}) {size:5d} galaxies: "
+            print(f"  {preset_name:6s} ({settings.precision}) {size:5d} galaxies: "
                   f"prepare {prepared:6.1f} s, one epoch {seconds:6.1f} s "
                   f"({trained} images, {trained / seconds:7.1f} images/s)", flush=True)
         network_rate, counted = network_only_rate(settings, min(sizes[-1], 2000 if preset_name == "modern" else 200))
@@ -228,7 +228,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs=2, default=[400, 1600], metavar=("SMALL", "LARGE"),
                         help="the two sample sizes of the marginal per-galaxy cost (default 400 1600)")
     parser.add_argument("--predict-images", type=int, default=800, help="JPEG files for the prediction figure")
-    parser.add_argument("--network-only", type=int, metavar="N", help=argparse.SUPPRESS)  # kernel_figures' child
+    parser.add_argument("--network-only", type=int, metavar="N", help=argparse.SUPPRESS)  # network_only_in_a_child's child
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)  # with --network-only
     arguments = parser.parse_args()
     if arguments.network_only:

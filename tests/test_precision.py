@@ -68,6 +68,15 @@ def test_a_bfloat16_run_records_its_precision_and_saves_a_float32_model(tmp_path
         assert layers and {layer.compute_dtype for layer in layers} == {"float32"}, name
 
 
+def test_the_recipe_settles_auto_for_this_machine():
+    import types
+
+    data = types.SimpleNamespace(crops=lambda view: np.full(4, view / 10.152))
+    settled = quick_cnn_trainer.resolve_settings("modern", data, n_train=100, precision="auto").precision
+    assert settled == precision.choose("auto") and settled in ("float32", "mixed_bfloat16")
+    assert quick_cnn_trainer.resolve_settings("modern", data, n_train=100).precision == "float32"
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer

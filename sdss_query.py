@@ -21,17 +21,18 @@ fields are filled with the validated numeric parameters, never with user text.
 Run ``python sdss_query.py --help`` for every option.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
-from galaxy_classification import parameters
-from galaxy_classification.label_rules import LABEL_RULES, label_rule
+from galaxy_classification import cli
+from galaxy_classification.errors import UsageError
+from galaxy_classification.sdss import parameters
+from galaxy_classification.sdss.label_rules import LABEL_RULES, label_rule
 
 # The catalogue query, sent once per class ('both' = two queries of half the
 # sample each: a balanced sample, and no UNION, which SkyServer refuses).
 # {class_condition} becomes the spiral or the elliptical test of the label rule
-# (galaxy_classification.label_rules); it is parenthesised so its OR/AND can
+# (galaxy_classification.sdss.label_rules); it is parenthesised so its OR/AND can
 # never escape the redshift, flux and clean cuts. {label_columns} and
 # {label_join} are empty for labels='likelihood' and add the Galaxy Zoo 1 table
 # (zooSpec) for labels='galaxyzoo'. specObjID can exceed 2^63, so it travels as
@@ -98,8 +99,9 @@ def create_datafiles(
     without a cutout are listed in ``out_dir/failed_cutouts.csv``. ``sql`` is
     your own full query, sent as it is; it must return objid, ra, dec,
     petroR90_g and the label rule's columns. Service failures raise
-    ``galaxy_classification.skyserver.SDSSQueryError``. Every argument is checked
-    before any request or file write; a bad one raises ``ValueError``.
+    ``galaxy_classification.errors.SDSSQueryError``. Every argument is checked
+    before any request or file write; a bad one raises
+    ``galaxy_classification.errors.UsageError`` (a ``ValueError``).
     ``ecsv=True`` also writes ``galaxy_data.ecsv``, the catalogue with units
     (needs astropy). ``shard_size=K`` writes shards of at most K galaxies
     (``shard-00000/`` ..., each a seed-format directory) instead of one set of
@@ -114,13 +116,13 @@ def create_datafiles(
         shard_size = parameters.positive_integer("shard_size", shard_size)
     out_dir = _output_directory(out_dir, image_data, shard_size)
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
+        raise UsageError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
     rule = label_rule(labels)
     workers = parameters.positive_integer("workers", workers)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        raise UsageError(f"seed must be a non-negative integer or None, got {seed!r}")
     if not isinstance(ecsv, bool):
-        raise ValueError(f"ecsv must be True or False, got {ecsv!r}")
+        raise UsageError(f"ecsv must be True or False, got {ecsv!r}")
     if ecsv:
         from galaxy_classification import tables
 
@@ -128,7 +130,7 @@ def create_datafiles(
     if source == "synthetic":
         out_dir = _create_synthetic(sample, out_dir, seed, dry_run, shard_size)
     else:
-        from galaxy_classification import sdss_sample
+        from galaxy_classification.sdss import sample as sdss_sample
 
         out_dir = sdss_sample.create_sdss_datafiles(
             sample, out_dir, sql_template=SQL_Query if sql is None else sql, custom_sql=sql is not None,
@@ -142,7 +144,8 @@ def create_datafiles(
 def _write_ecsv(out_dir, sample):
     import pandas as pd
 
-    from galaxy_classification import storage, tables
+    from galaxy_classification import tables
+    from galaxy_classification.data import storage
 
     directories = storage.shard_directories(out_dir) or [out_dir]
     catalogue = pd.concat([storage.read_catalogue(directory / storage.CATALOGUE_FILE) for directory in directories],
@@ -154,27 +157,27 @@ def _write_ecsv(out_dir, sample):
 
 def _output_directory(out_dir, image_data, shard_size=None):
     if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
-        raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
+        raise UsageError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+        raise UsageError(f"out_dir {str(out_dir)!r} exists and is not a directory")
     old_images = out_dir / "galaxy_images.npy"
     if not image_data and old_images.exists():
         # a new catalogue beside old images would pair labels with the wrong pictures
-        raise ValueError(f"image_data=False, but {old_images} from an earlier sample is there; "
+        raise UsageError(f"image_data=False, but {old_images} from an earlier sample is there; "
                          "choose another out_dir or delete that file")
     # one data set per directory: shards beside single files would be read as one or the other
     if shard_size is None and (out_dir / "shards.json").exists():
-        raise ValueError(f"out_dir {str(out_dir)!r} holds a sharded data set (shards.json); choose another "
+        raise UsageError(f"out_dir {str(out_dir)!r} holds a sharded data set (shards.json); choose another "
                          "out_dir, delete it, or pass shard_size")
     if shard_size is not None and old_images.exists():
-        raise ValueError(f"shard_size given, but out_dir {str(out_dir)!r} holds an unsharded galaxy_images.npy; "
+        raise UsageError(f"shard_size given, but out_dir {str(out_dir)!r} holds an unsharded galaxy_images.npy; "
                          "choose another out_dir or delete it")
     return out_dir
 
 
 def _create_synthetic(sample, out_dir, seed, dry_run, shard_size=None):
-    from galaxy_classification import synthetic
+    from galaxy_classification.data import synthetic
 
     if dry_run:
         print(f"dry run: would generate {sample.n_galaxies} synthetic galaxies into {out_dir}/")
@@ -182,11 +185,11 @@ def _create_synthetic(sample, out_dir, seed, dry_run, shard_size=None):
     return synthetic.create_synthetic_datafiles(sample, out_dir, seed=seed, shard_size=shard_size)
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
+class _OneLineErrorParser(cli.OneLineParser):
     """Reports a bad argument in one line naming it; the full usage is in --help."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        super().error(f"{message} (see --help)")
 
 
 def build_argument_parser():
@@ -222,11 +225,10 @@ def build_argument_parser():
 
 
 def main(argv=None):
-    from galaxy_classification.skyserver import SDSSQueryError
-
     parser = build_argument_parser()
     arguments = parser.parse_args(argv)
-    try:
+
+    def fetch():
         out_dir = create_datafiles(
             arguments.n_galaxies, arguments.galaxy_type, arguments.z_min, arguments.z_max,
             arguments.flux_min, arguments.flux_max, arguments.data_release,
@@ -236,17 +238,10 @@ def main(argv=None):
             seed=arguments.seed, image_size=arguments.image_size, dry_run=arguments.dry_run,
             ecsv=arguments.ecsv, shard_size=arguments.shard_size,
         )
-    except ValueError as error:
-        parser.error(str(error))
-    except SDSSQueryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: finished cutouts are cached, rerun to resume", file=sys.stderr)
-        return 130
-    if not arguments.dry_run:
-        print(f"wrote {out_dir}/")
-    return 0
+        if not arguments.dry_run:
+            print(f"wrote {out_dir}/")
+
+    return cli.run(parser, fetch, interrupted="interrupted: finished cutouts are cached, rerun to resume")
 
 
 if __name__ == "__main__":

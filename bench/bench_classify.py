@@ -31,6 +31,7 @@ GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 RADIUS_R = 5.0  # arcsec, made up: the fake's frames are cut relative to it
 
 from bench_gz1 import holdout_from_command_line  # noqa: E402
+
 from fake_sdss import FakeSDSS  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def real_pixel_sky(holdout):
 def cutouts_from_frames(files_by_objid):
     from PIL import Image
 
-    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD, FieldOfView, recut_frame
+    from galaxy_classification.data.field_of_view import GALAXY_ZOO_1_FIELD, FieldOfView, recut_frame
 
     def render(objid, width, height, scale):
         wanted = FieldOfView(width * scale / RADIUS_R)

@@ -29,8 +29,9 @@ import pandas as pd
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT_ROOT), str(PROJECT_ROOT / "tests")]
 
+from galaxy_classification.sdss import cutouts  # noqa: E402
+
 from fake_sdss import FakeSDSS, make_sky  # noqa: E402
-from galaxy_classification import cutouts  # noqa: E402
 
 
 def download(galaxies, workers, image_size):

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from galaxy_classification import storage  # noqa: E402
-from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
+from galaxy_classification.data import storage  # noqa: E402
+from galaxy_classification.data.field_of_view import FieldOfView  # noqa: E402
 
 CHUNK = 100
 

@@ -42,6 +42,7 @@ CASES = [
 
 def run_case(case, project_root):
     import sdss_query
+
     from fake_sdss import FakeSDSS, make_sky
 
     name, where, fault, sticky = case

@@ -18,17 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 
-import quick_cnn_trainer  # noqa: E402
 from bench_gz1 import holdout_from_command_line, wilson_interval  # noqa: E402
-from galaxy_classification import storage  # noqa: E402
-from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame  # noqa: E402
+
+import quick_cnn_trainer  # noqa: E402
+from galaxy_classification.data import storage  # noqa: E402
+from galaxy_classification.data.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame  # noqa: E402
 
 
 def accuracy_line(name, table, labels):

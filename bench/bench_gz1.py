@@ -51,8 +51,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from galaxy_classification import CLASS_NAMES, precision  # noqa: E402
-from galaxy_classification.storage import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
+from galaxy_classification import CLASS_NAMES
+from galaxy_classification.data.storage import atomic_output, write_csv_atomic, write_text_atomic  # noqa: E402
+from galaxy_classification.model import precision  # noqa: E402
 
 TRAINER = ROOT / "quick_cnn_trainer.py"
 HOLDOUT_LIST = ROOT / "bench" / "gz1_holdout.csv"
@@ -117,7 +118,7 @@ def stratified_subset(rows, n_galaxies, seed=SUBSET_SEED):
 def write_data_csv(rows, gz1_dir, path):
     """A trainer --data CSV: file (absolute, so the CSV can live anywhere), label,
     field_of_view (the Galaxy Zoo 1 frames' 10.152 x petroR90_r across)."""
-    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD
+    from galaxy_classification.data.field_of_view import GALAXY_ZOO_1_FIELD
 
     table = pd.DataFrame({"file": [str((gz1_dir / name).resolve()) for name in rows["file"]],
                           "label": rows["label"].to_numpy(),
@@ -241,9 +242,9 @@ def _with_interval(successes, trials):
 
 def model_facts(model_path):
     """Size on disk and parameter count of a saved classifier."""
-    from galaxy_classification import models
+    from galaxy_classification.model import files as model_files
 
-    return {"size_bytes": model_path.stat().st_size, "parameters": int(models.load_model(model_path).keras_model.count_params())}
+    return {"size_bytes": model_path.stat().st_size, "parameters": int(model_files.load_model(model_path).keras_model.count_params())}
 
 
 # --------------------------------------------------------------------------- printing

@@ -33,8 +33,8 @@ Bench data is written under bench/output/speed (git-ignored) and removed.
 import argparse
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,10 +46,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 OUTPUT = ROOT / "bench" / "output" / "speed"
 GZ1_DIR = ROOT.parent / "shared" / "data" / "gz1"
 
-import quick_cnn_trainer  # noqa: E402
 from bench_data import write_bench_data  # noqa: E402
-from galaxy_classification import datasets, image_stores, input_pipeline, models  # noqa: E402
-from galaxy_classification.field_of_view import FieldOfView  # noqa: E402
+
+from galaxy_classification.data import (
+    datasets,
+    image_stores,
+    input_pipeline,  # noqa: E402
+)
+from galaxy_classification.data.field_of_view import FieldOfView  # noqa: E402
+from galaxy_classification.model import architectures, preprocessing, presets
+from galaxy_classification.model import files as model_files
+from galaxy_classification.training import loop, plan  # noqa: E402
 
 
 def counting_callback():
@@ -73,8 +80,8 @@ def compiled_model(settings, steps):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = models.build_core_model(settings, settings.image_size)
-    return models.compile_model(model, settings, steps)
+    model = architectures.build_core_model(settings, settings.image_size)
+    return architectures.compile_model(model, settings, steps)
 
 
 def network_only_rate(settings, n_images):
@@ -97,9 +104,9 @@ def pipeline_epoch(galaxies, settings, cache_dir, warm_up=True):
     """(seconds to prepare the frames, seconds for one epoch, images trained) through the trainer's pipeline."""
     import dataclasses
 
-    crops = quick_cnn_trainer.training_crops(galaxies, settings)
+    crops = plan.crop_policy(settings).crops(galaxies)
     started = time.perf_counter()
-    images, prepare = quick_cnn_trainer._training_images(galaxies, cache_dir, crops, settings.image_size, False)
+    images, prepare = loop.training_images(galaxies, cache_dir, crops, settings.image_size, False)
     prepared = time.perf_counter() - started
     rows = np.arange(len(galaxies))
     augment = settings.augment
@@ -107,10 +114,10 @@ def pipeline_epoch(galaxies, settings, cache_dir, warm_up=True):
     def batches(max_batches=None):
         return input_pipeline.as_keras_dataset(input_pipeline.GalaxyBatches(
             images, rows, galaxies.labels, settings.batch_size, prepare, shuffle=True,
-            augment=(lambda batch, rng: models.augment_batch(batch, rng, **dataclasses.asdict(augment)))
+            augment=(lambda batch, rng: preprocessing.augment_batch(batch, rng, **dataclasses.asdict(augment)))
             if augment else None,
             class_weights=datasets.balanced_class_weights(galaxies.labels) if settings.class_weights else None,
-            max_batches=max_batches), workers=quick_cnn_trainer.PREFETCH_WORKERS, image_side=settings.image_size)
+            max_batches=max_batches), workers=loop.PREFETCH_WORKERS, image_side=settings.image_size)
 
     epoch = batches()
     model = compiled_model(settings, len(epoch))
@@ -133,8 +140,8 @@ def training_figures(data_dirs, sizes):
         per_size = {}
         for size in sizes:
             galaxies = datasets.open_training_data(data_dirs[size])
-            settings = quick_cnn_trainer.resolve_settings(preset_name, galaxies,
-                                                          batch_size=models.PRESETS[preset_name].batch_size)
+            settings = plan.resolve_settings(
+                preset_name, galaxies, plan.TrainingOptions(batch_size=presets.PRESETS[preset_name].batch_size))
             shutil.rmtree(OUTPUT / "cache", ignore_errors=True)
             per_size[size] = pipeline_epoch(galaxies, settings, OUTPUT)
             prepared, seconds, trained = per_size[size]
@@ -157,7 +164,7 @@ def training_figures(data_dirs, sizes):
 
 def prediction_figures(n_images):
     """(pipeline images/s, count, network-only images/s, count, source) for the shipped model."""
-    classifier = models.load_model(quick_cnn_trainer.DEFAULT_MODEL)
+    classifier = model_files.load_classifier()
     if (GZ1_DIR / "labels.csv").is_file():
         import pandas as pd
 
@@ -168,12 +175,12 @@ def prediction_figures(n_images):
         source = f"{len(files)} synthetic 423 px JPEGs"
     images = image_stores.ImageFiles(files)
     crop = FieldOfView(10.152).crop_for(classifier.view_petro_radii)
-    models.predict_probabilities(classifier, images, crop, progress=False)  # warm-up: tracing, file cache
+    model_files.predict_probabilities(classifier, images, crop, progress=False)  # warm-up: tracing, file cache
     started = time.perf_counter()
-    probabilities = models.predict_probabilities(classifier, images, crop, progress=False)
+    probabilities = model_files.predict_probabilities(classifier, images, crop, progress=False)
     pipeline_rate = len(probabilities) / (time.perf_counter() - started)
 
-    batch = models.prediction_batch_size(classifier.image_size)
+    batch = model_files.prediction_batch_size(classifier.image_size)
     x = np.random.default_rng(0).random((len(files) // batch * batch, classifier.image_size,
                                          classifier.image_size, 3), dtype=np.float32)
     classifier.network.predict_on_batch(x[:batch])
@@ -204,7 +211,7 @@ def print_network_only(n_images, precision_name):
     """The child of :func:`network_only_in_a_child`: one JSON line."""
     import dataclasses
 
-    from galaxy_classification import presets
+    from galaxy_classification.model import presets
 
     rate, counted = network_only_rate(dataclasses.replace(presets.MODERN_PRESET, precision=precision_name), n_images)
     print(json.dumps([rate, counted]))

@@ -22,7 +22,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the target says
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from galaxy_classification import parameters, synthetic  # noqa: E402
+from galaxy_classification.data import synthetic  # noqa: E402
+from galaxy_classification.sdss import parameters
 
 SEED = 2024
 

@@ -36,3 +36,5 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 CLASS_NAMES = ("spiral", "elliptical")  # label 0, label 1
 SPIRAL, ELLIPTICAL = 0, 1
+UNLABELLED = -1  # a catalogue row neither label rule claims
+PRETRAINED_MODEL_NAME = "sdss-gz1.keras"  # the shipped model, in models/

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_classification import storage
+from galaxy_classification.data import storage
+from galaxy_classification.errors import UsageError
 
 FORMATS = {".csv": "csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".vot": "votable",
            ".xml": "votable"}
@@ -31,7 +32,7 @@ def table_format(path):
     """The format a file name asks for, or ValueError naming the choices."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: unknown table format {suffix or '(no suffix)'!r}; use one of "
+        raise UsageError(f"{path}: unknown table format {suffix or '(no suffix)'!r}; use one of "
                          f"{', '.join(sorted(FORMATS))}")
     return FORMATS[suffix]
 
@@ -55,7 +56,7 @@ def _astropy(what="ECSV, FITS and VOTable"):
     try:
         from astropy import table, units
     except ImportError:
-        raise ValueError(f"{what} needs astropy: pip install 'galaxy-classification[astro]' "
+        raise UsageError(f"{what} needs astropy: pip install 'galaxy-classification[astro]' "
                          "(or pip install astropy)") from None
     return table, units
 
@@ -115,7 +116,7 @@ def read_table(path):
     try:
         table = table_module.Table.read(path, format=kind)
     except Exception as error:  # astropy raises many kinds for a damaged file
-        raise ValueError(f"{path}: not a readable {kind} table ({str(error).splitlines()[0][:200]})") from None
+        raise UsageError(f"{path}: not a readable {kind} table ({str(error).splitlines()[0][:200]})") from None
     frame = pd.DataFrame({name: [_text(value) for value in np.asarray(table[name])] for name in table.colnames})
     return frame
 

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 import quick_cnn_trainer
-from galaxy_classification import calibration, classify, models, reports
+from galaxy_classification.evaluation import metrics, report
+from galaxy_classification.inference import results
+from galaxy_classification.model import architectures
+from galaxy_classification.model import files as model_files
+from galaxy_classification.training import calibration
+
 from trainer_helpers import write_data_directory
 
 
@@ -27,8 +32,8 @@ def test_temperature_scaling_lowers_the_log_loss_and_never_changes_the_winner():
     labels, probabilities = overconfident()
     temperature = calibration.fit_temperature(probabilities, labels)
     calibrated = calibration.apply_temperature(probabilities, temperature)
-    before = calibration.calibration_report(labels, probabilities[:, 1])
-    after = calibration.calibration_report(labels, calibrated[:, 1])
+    before = metrics.calibration_report(labels, probabilities[:, 1])
+    after = metrics.calibration_report(labels, calibrated[:, 1])
     assert temperature > 1  # an over-confident model is softened
     assert after["log_loss"] < before["log_loss"] and after["expected_calibration_error"] < 0.05
     np.testing.assert_array_equal(calibrated.argmax(axis=1), probabilities.argmax(axis=1))
@@ -40,17 +45,17 @@ def test_ece_and_brier_match_hand_computed_cases():
     # 0.6 and 0.7 in two bins, both right -> |1 - 0.6| x 1/4 + |1 - 0.7| x 1/4
     labels = np.array([1, 0, 1, 0])
     p_elliptical = np.array([0.9, 0.9, 0.6, 0.3])
-    assert calibration.expected_calibration_error(labels, p_elliptical) == pytest.approx(0.2 + 0.1 + 0.075)
-    report = calibration.calibration_report(labels, p_elliptical)
+    assert metrics.expected_calibration_error(labels, p_elliptical) == pytest.approx(0.2 + 0.1 + 0.075)
+    report = metrics.calibration_report(labels, p_elliptical)
     assert report["brier_score"] == pytest.approx((0.01 + 0.81 + 0.16 + 0.09) / 4)
-    perfect = calibration.calibration_report(np.array([0, 1]), np.array([0.0, 1.0]))
+    perfect = metrics.calibration_report(np.array([0, 1]), np.array([0.0, 1.0]))
     assert perfect["expected_calibration_error"] == 0 and perfect["brier_score"] == 0
 
 
 def test_accuracy_against_coverage_keeps_the_most_confident_first():
     labels = np.array([1, 1, 0, 0, 1])
     p_elliptical = np.array([0.99, 0.2, 0.4, 0.01, 0.55])  # confidences .99 .8 .6 .99 .55
-    coverage = calibration.accuracy_at_coverage(labels, p_elliptical, (0.4, 0.6, 1.0))
+    coverage = metrics.accuracy_at_coverage(labels, p_elliptical, (0.4, 0.6, 1.0))
     assert coverage["0.4"]["accuracy"] == 1.0 and coverage["0.4"]["galaxies"] == 2
     assert coverage["0.6"]["accuracy"] == pytest.approx(2 / 3)  # the 0.8 one is wrong
     assert coverage["1"]["accuracy"] == pytest.approx(0.8)
@@ -60,26 +65,26 @@ def test_agreement_bins_with_and_without_vote_fractions():
     labels = np.array([0, 1, 1, 0])
     p_elliptical = np.array([0.1, 0.9, 0.2, 0.6])
     catalogue = pd.DataFrame({"p_el_debiased": [0.1, 0.97, 0.7, 0.4], "p_cs_debiased": [0.9, 0.03, 0.3, 0.55]})
-    agreement = calibration.volunteer_agreement(catalogue)
+    agreement = metrics.volunteer_agreement(catalogue)
     np.testing.assert_allclose(agreement, [0.9, 0.97, 0.7, 0.55])
-    report = calibration.agreement_report(labels, p_elliptical, agreement)
+    report = metrics.agreement_report(labels, p_elliptical, agreement)
     assert report["all"] == {"accuracy": 0.5, "galaxies": 4}
     assert report[">=0.6"] == {"accuracy": pytest.approx(2 / 3), "galaxies": 3}
     assert report[">=0.95"] == {"accuracy": 1.0, "galaxies": 1}
-    assert calibration.volunteer_agreement(pd.DataFrame({"label": [0]})) is None
-    assert calibration.agreement_report(labels, p_elliptical, None) is None
+    assert metrics.volunteer_agreement(pd.DataFrame({"label": [0]})) is None
+    assert metrics.agreement_report(labels, p_elliptical, None) is None
 
 
 def test_min_confidence_is_a_strict_threshold():
     probabilities = np.array([[0.3, 0.7], [0.71, 0.29], [0.5, 0.5]])
-    assert list(classify.predicted_classes(probabilities, 0.7)) == ["elliptical", "spiral", "uncertain"]
-    assert list(classify.predicted_classes(probabilities, 0.71)) == ["uncertain", "spiral", "uncertain"]
+    assert list(results.predicted_classes(probabilities, 0.7)) == ["elliptical", "spiral", "uncertain"]
+    assert list(results.predicted_classes(probabilities, 0.71)) == ["uncertain", "spiral", "uncertain"]
 
 
 def test_the_audit_lists_confident_disagreements_first_with_sky_links():
     labels = np.array([0, 1, 1, 0, 1])
     p_elliptical = np.array([0.95, 0.9, 0.3, 0.6, 0.04])
-    table = reports.suspect_labels(labels, p_elliptical, [f"s{i}" for i in range(5)],
+    table = report.suspect_labels(labels, p_elliptical, [f"s{i}" for i in range(5)],
                                    [str(1237648720693755918 + i) for i in range(5)], "DR15")
     assert list(table.columns) == ["rank", "source", "objid", "label", "predicted", "p_elliptical", "confidence",
                                    "explore_url"]
@@ -90,17 +95,17 @@ def test_the_audit_lists_confident_disagreements_first_with_sky_links():
 
 
 def test_folding_the_temperature_into_the_network_calibrates_its_output():
-    network = models.build_modern_cnn(16, (4, 8), (1, 1))
+    network = architectures.build_modern_cnn(16, (4, 8), (1, 1))
     batch = np.random.default_rng(0).random((6, 16, 16, 3), dtype=np.float32)
     raw = np.asarray(network.predict_on_batch(batch))
-    models.fold_temperature(network, 2.5)
+    architectures.fold_temperature(network, 2.5)
     np.testing.assert_allclose(network.predict_on_batch(batch), calibration.apply_temperature(raw, 2.5), atol=1e-5)
 
 
 def test_an_ensemble_is_one_plain_keras_model_equal_to_the_mean_of_its_members(tmp_path):
-    members = [models.build_modern_cnn(16, (4, 8), (1, 1), name=f"member_{i}") for i in range(3)]
-    ensemble = models.average_of(members)
-    h5, _ = models.save_classifier_files(ensemble, tmp_path / "ensemble", 1.0, 16, None)
+    members = [architectures.build_modern_cnn(16, (4, 8), (1, 1), name=f"member_{i}") for i in range(3)]
+    ensemble = architectures.average_of(members)
+    h5, _ = model_files.save_classifier_files(ensemble, tmp_path / "ensemble", 1.0, 16, None)
     batch = np.random.default_rng(1).random((5, 16, 16, 3), dtype=np.float32)
     np.save(tmp_path / "batch.npy", batch)
     expected = np.mean([member.predict_on_batch(batch) for member in members], axis=0)
@@ -112,27 +117,27 @@ def test_an_ensemble_is_one_plain_keras_model_equal_to_the_mean_of_its_members(t
 
 
 def test_models_trained_apart_combine_into_one_model_giving_their_mean(tmp_path, capsys):
-    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD
+    from galaxy_classification.data.field_of_view import GALAXY_ZOO_1_FIELD
 
     paths = []
     for seed in (0, 1):
-        network = models.build_modern_cnn(16, (4, 8), (1, 1))  # the trainer's name for both: they must not clash
+        network = architectures.build_modern_cnn(16, (4, 8), (1, 1))  # the trainer's name for both: they must not clash
         network.set_weights([np.random.default_rng(seed).normal(0, 0.3, w.shape) for w in network.get_weights()])
-        _, keras_path = models.save_classifier_files(network, tmp_path / f"seed{seed}", 0.35, 16, GALAXY_ZOO_1_FIELD)
+        _, keras_path = model_files.save_classifier_files(network, tmp_path / f"seed{seed}", 0.35, 16, GALAXY_ZOO_1_FIELD)
         paths.append(keras_path)
     assert quick_cnn_trainer.main(["ensemble", *map(str, paths), "--out", str(tmp_path / "both.keras")]) == 0
-    combined = models.load_model(tmp_path / "both.keras")
+    combined = model_files.load_model(tmp_path / "both.keras")
     assert (combined.view_petro_radii, combined.trained_field) == (round(10.152 * 0.35, 6), 10.152)
     frames = np.random.default_rng(2).integers(0, 256, (4, 60, 60, 3), dtype=np.uint8)
-    expected = np.mean([models.load_model(path).keras_model.predict(frames, verbose=0) for path in paths], axis=0)
+    expected = np.mean([model_files.load_model(path).keras_model.predict(frames, verbose=0) for path in paths], axis=0)
     np.testing.assert_allclose(combined.keras_model.predict(frames, verbose=0), expected, atol=1e-5)
 
 
 def test_models_that_see_the_sky_differently_are_not_combined(tmp_path, capsys):
     paths = []
     for size in (16, 24):
-        network = models.build_modern_cnn(size, (4, 8), (1, 1))
-        paths.append(models.save_classifier_files(network, tmp_path / f"size{size}", 1.0, size, None)[1])
+        network = architectures.build_modern_cnn(size, (4, 8), (1, 1))
+        paths.append(model_files.save_classifier_files(network, tmp_path / f"size{size}", 1.0, size, None)[1])
     with pytest.raises(SystemExit):
         quick_cnn_trainer.main(["ensemble", *map(str, paths), "--out", str(tmp_path / "both.keras")])
     error = capsys.readouterr().err
@@ -155,7 +160,7 @@ def test_training_an_ensemble_writes_calibration_and_the_trust_pictures(tmp_path
     assert set(metrics["calibration"]["accuracy_at_coverage"]) == {"0.5", "0.8", "0.9", "1"}
     for name in ("reliability_diagram.png", "accuracy_vs_coverage.png"):
         assert (out / name).is_file()
-    classifier = models.load_model(out / "my-galaxy-model.keras")
+    classifier = model_files.load_model(out / "my-galaxy-model.keras")
     assert classifier.temperature == pytest.approx(metrics["temperature_scaling"]["temperature"], rel=1e-4)
     evaluation = tmp_path / "evaluation"
     assert quick_cnn_trainer.main(["evaluate", "--model", str(out / "my-galaxy-model.keras"), "--data",

@@ -13,9 +13,14 @@ import pandas as pd
 import pytest
 
 import quick_cnn_trainer
+from galaxy_classification import errors
+from galaxy_classification.data.field_of_view import FieldOfView
+from galaxy_classification.inference import parts, results
+from galaxy_classification.model import architectures
+from galaxy_classification.model import files as model_files
+from galaxy_classification.sdss import lookup
+
 from fake_sdss import FakeSDSS, make_sky
-from galaxy_classification import classify, models
-from galaxy_classification.field_of_view import FieldOfView
 from test_sdss_client import point_client_at
 
 
@@ -32,8 +37,8 @@ def fake(monkeypatch):
 def model_path(tmp_path_factory):
     """A small untrained classifier that records a Galaxy Zoo-like field (r band)."""
     stem = tmp_path_factory.mktemp("model") / "tiny"
-    network = models.build_modern_cnn(16, widths=(4, 8), convs_per_block=(1, 1))
-    _, keras_file = models.save_classifier_files(network, stem, 0.35, 16, FieldOfView(10.152, band="r"))
+    network = architectures.build_modern_cnn(16, widths=(4, 8), convs_per_block=(1, 1))
+    _, keras_file = model_files.save_classifier_files(network, stem, 0.35, 16, FieldOfView(10.152, band="r"))
     return keras_file
 
 
@@ -142,26 +147,26 @@ def test_bad_input_is_refused_before_any_request_naming_row_and_column(fake, mod
 
 def test_an_unreadable_catalogue_is_refused(fake, model_path, tmp_path):
     (tmp_path / "c.csv").write_bytes(b"\xff\xfe\x00binary")
-    with pytest.raises(classify.CatalogueError):
+    with pytest.raises(errors.CatalogueError):
         quick_cnn_trainer.classify(tmp_path / "c.csv", str(model_path), tmp_path / "o.csv", login=False)
-    with pytest.raises(classify.CatalogueError, match="no such catalogue"):
+    with pytest.raises(errors.CatalogueError, match="no such catalogue"):
         quick_cnn_trainer.classify(tmp_path / "absent.csv", str(model_path), tmp_path / "o.csv", login=False)
     assert fake.count() == 0
 
 
 def test_lookup_sql_is_built_from_numbers_and_digits_only():
-    sql = classify.position_lookup_sql([(0, 150.5, -2.25), (7, 10.0, 1e-3)])
+    sql = lookup.position_lookup_sql([(0, 150.5, -2.25), (7, 10.0, 1e-3)])
     assert "(VALUES (0, 150.5, -2.25), (7, 10.0, 0.001))" in sql
     assert "dbo.fGetNearbyObjEq(t.ra, t.dec, 0.03333333333333333)" in sql
-    assert "WHERE g.objID IN (1, 22)" in classify.objid_lookup_sql(["1", "22"])
+    assert "WHERE g.objID IN (1, 22)" in lookup.objid_lookup_sql(["1", "22"])
     with pytest.raises(ValueError):
-        classify.objid_lookup_sql(["1 OR 1=1"])
+        lookup.objid_lookup_sql(["1 OR 1=1"])
 
 
 def test_min_confidence_makes_unsure_galaxies_uncertain():
     probabilities = np.array([[0.9, 0.1], [0.45, 0.55], [0.3, 0.7], [np.nan, np.nan]])
-    assert list(classify.predicted_classes(probabilities, 0.6)) == ["spiral", "uncertain", "elliptical", ""]
-    assert list(classify.predicted_classes(probabilities)) == ["spiral", "elliptical", "elliptical", ""]
+    assert list(results.predicted_classes(probabilities, 0.6)) == ["spiral", "uncertain", "elliptical", ""]
+    assert list(results.predicted_classes(probabilities)) == ["spiral", "elliptical", "elliptical", ""]
 
 
 def test_classify_in_parts_merges_to_the_whole_catalogue(fake, model_path, tmp_path):
@@ -173,7 +178,7 @@ def test_classify_in_parts_merges_to_the_whole_catalogue(fake, model_path, tmp_p
                                        progress=False)
     for k in range(2):
         quick_cnn_trainer.classify(catalogue, str(model_path), tmp_path / "parts.csv", login=False,
-                                   progress=False, shard=(k, 2))
-    merged = quick_cnn_trainer.merge(tmp_path / "parts.csv")
+                                   progress=False, part=(k, 2))
+    merged = parts.merge(tmp_path / "parts.csv")
     assert list(merged["name"]) == list(whole["name"])
     np.testing.assert_allclose(pd.to_numeric(merged["p_elliptical"]), whole["p_elliptical"], atol=1e-6)

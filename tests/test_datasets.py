@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from galaxy_classification import datasets, input_pipeline, storage
-from galaxy_classification.storage import DataFileError
+from galaxy_classification.data import datasets, input_pipeline, storage
+from galaxy_classification.errors import DataFileError
+
 from trainer_helpers import galaxy_images, write_data_directory, write_image_csv
 
 
@@ -219,7 +220,7 @@ def test_every_predict_path_form(tmp_path, data_dir):
 def test_frames_of_different_sizes_are_prepared_together(tmp_path):
     from PIL import Image
 
-    from galaxy_classification import models
+    from galaxy_classification.model import preprocessing
 
     frames = [galaxy_images([index % 2], size)[0] for index, size in enumerate([30, 30, 40, 30])]
     for index, frame in enumerate(frames):
@@ -227,5 +228,5 @@ def test_frames_of_different_sizes_are_prepared_together(tmp_path):
     data = datasets.open_prediction_inputs(tmp_path)
     [(rows, batch)] = list(input_pipeline.prepared_batches(data.images, np.full(4, 0.5), 16, batch_size=8))
     assert list(rows) == [0, 1, 2, 3] and batch.shape == (4, 16, 16, 3)
-    np.testing.assert_allclose(batch[2], np.asarray(models.preprocess_images(frames[2][None], 0.5, 16))[0],
+    np.testing.assert_allclose(batch[2], np.asarray(preprocessing.preprocess_images(frames[2][None], 0.5, 16))[0],
                                atol=1e-6)

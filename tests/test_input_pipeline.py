@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_classification import datasets, image_stores, input_pipeline, models, preprocessing
-from galaxy_classification.storage import DataFileError
+from galaxy_classification.data import datasets, image_stores, input_pipeline
+from galaxy_classification.errors import DataFileError
+from galaxy_classification.model import preprocessing
+
 from trainer_helpers import galaxy_images, write_data_directory, write_image_csv
 
 # Draft decoding (Pillow's DCT scaling at 1/2) against full decoding, then the
@@ -34,7 +36,7 @@ def test_the_cache_holds_what_the_saved_model_would_make_of_each_frame(tmp_path)
     crops = np.full(10, 0.5)
     cache = input_pipeline.preprocessed_cache(data, tmp_path / "cache", crops, 16, progress=False)
     assert cache.shape == (10, 16, 16, 3)
-    layer = models.GalaxyPreprocessing(0.5, 16)
+    layer = preprocessing.GalaxyPreprocessing(0.5, 16)
     expected = np.clip(np.rint(np.asarray(layer(images)) * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(cache.read(np.arange(10)), expected)
 
@@ -45,7 +47,7 @@ def test_per_frame_crops_read_only_their_square_and_still_equal_the_saved_models
     crops = np.array([0.37, 0.5, 1.0] * 3)
     cache = input_pipeline.preprocessed_cache(data, tmp_path / "cache", crops, 12, progress=False)
     for row, crop in enumerate(crops):
-        layer = models.GalaxyPreprocessing(crop, 12)
+        layer = preprocessing.GalaxyPreprocessing(crop, 12)
         expected = np.clip(np.rint(np.asarray(layer(images[row:row + 1])) * 255), 0, 255).astype(np.uint8)
         np.testing.assert_array_equal(cache.read([row]), expected)
     top, left, side = preprocessing.centre_window(45, 45, 0.37)
@@ -151,7 +153,7 @@ def test_prepared_batches_cover_every_frame_in_order_with_per_frame_crops(tmp_pa
     np.testing.assert_array_equal(rows, np.arange(11))
     stacked = np.concatenate([batch for _, batch in batches])
     assert stacked.dtype == np.float32 and stacked.shape == (11, 16, 16, 3)
-    np.testing.assert_allclose(stacked[7], np.asarray(models.preprocess_images(images[7:8], 0.5, 16))[0], atol=1e-6)
+    np.testing.assert_allclose(stacked[7], np.asarray(preprocessing.preprocess_images(images[7:8], 0.5, 16))[0], atol=1e-6)
 
 
 def test_an_error_while_preparing_reaches_the_caller(tmp_path):

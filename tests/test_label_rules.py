@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 import sdss_query
+from galaxy_classification import ELLIPTICAL, SPIRAL
+from galaxy_classification.sdss import catalogue, label_rules, parameters
+from galaxy_classification.sdss.label_rules import GALAXY_ZOO, LIKELIHOOD
+
 from fake_sdss import _matches
-from galaxy_classification import catalogue, label_rules, parameters
-from galaxy_classification.label_rules import ELLIPTICAL, GALAXY_ZOO, LIKELIHOOD, SPIRAL
 
 
 def near(value, steps=(-0.5, -0.05, 0.0, 0.05, 0.5)):

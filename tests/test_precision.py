@@ -8,7 +8,12 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import quick_cnn_trainer  # noqa: E402
-from galaxy_classification import models, precision  # noqa: E402
+from galaxy_classification.model import (
+    architectures,
+    precision,  # noqa: E402
+    presets,
+)
+
 from trainer_helpers import write_data_directory  # noqa: E402
 
 ZEN4_FLAGS = "fpu vme avx2 avx512f avx512_bf16 avx512_vnni"
@@ -39,9 +44,9 @@ def test_an_asked_precision_is_kept_and_a_wrong_one_named():
         precision.choose("half")
 
 
-@pytest.mark.parametrize("preset", [models.MODERN_PRESET, models.SEED_PRESET])
+@pytest.mark.parametrize("preset", [presets.MODERN_PRESET, presets.SEED_PRESET])
 def test_mixed_networks_compute_in_bfloat16_and_give_float32_probabilities(preset):
-    network = models.build_core_model(preset, 16, precision="mixed_bfloat16")
+    network = architectures.build_core_model(preset, 16, precision="mixed_bfloat16")
     computing = {layer.compute_dtype for layer in network.layers[:-1] if layer.weights}
     assert computing == {"bfloat16"}
     assert {weight.dtype for weight in network.weights} == {"float32"}  # the weights stay float32
@@ -52,7 +57,7 @@ def test_mixed_networks_compute_in_bfloat16_and_give_float32_probabilities(prese
 
 def test_both_presets_train_in_float32_unless_asked():
     # mixed bfloat16 trains faster but ranks held-out galaxies a little worse (models/README.md)
-    assert models.SEED_PRESET.precision == models.MODERN_PRESET.precision == "float32"
+    assert presets.SEED_PRESET.precision == presets.MODERN_PRESET.precision == "float32"
 
 
 def test_a_bfloat16_run_records_its_precision_and_saves_a_float32_model(tmp_path):
@@ -69,12 +74,14 @@ def test_a_bfloat16_run_records_its_precision_and_saves_a_float32_model(tmp_path
 
 
 def test_the_recipe_settles_auto_for_this_machine():
-    import types
+    from galaxy_classification.training.plan import TrainingOptions, resolve_settings
 
-    data = types.SimpleNamespace(crops=lambda view: np.full(4, view / 10.152))
-    settled = quick_cnn_trainer.resolve_settings("modern", data, n_train=100, precision="auto").precision
+    from trainer_helpers import FramesOfField
+
+    data = FramesOfField(10.152, count=4)
+    settled = resolve_settings("modern", data, TrainingOptions(precision="auto"), n_train=100).precision
     assert settled == precision.choose("auto") and settled in ("float32", "mixed_bfloat16")
-    assert quick_cnn_trainer.resolve_settings("modern", data, n_train=100).precision == "float32"
+    assert resolve_settings("modern", data, n_train=100).precision == "float32"
 
 
 def _all_layers(model):

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import PROJECT_ROOT
 from galaxy_classification import CLASS_NAMES
+
+from conftest import PROJECT_ROOT
 
 PRETRAINED_MODEL = PROJECT_ROOT / "models" / "sdss-gz1.keras"
 HOLDOUT_LIST = PROJECT_ROOT / "bench" / "gz1_holdout.csv"
@@ -28,9 +29,9 @@ MIN_ACCURACY = 0.85
 def pretrained_model():
     if not PRETRAINED_MODEL.is_file():
         pytest.skip(f"{PRETRAINED_MODEL} not built yet (make gz1)")
-    from galaxy_classification import models
+    from galaxy_classification.model import files as model_files
 
-    return models.load_model(PRETRAINED_MODEL)
+    return model_files.load_model(PRETRAINED_MODEL)
 
 
 def first_holdout_galaxies(gz1_dir, per_class=PER_CLASS):
@@ -46,11 +47,12 @@ def test_pretrained_model_is_small_enough_to_ship(pretrained_model):
 
 
 def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz1_dir):
-    from galaxy_classification import image_stores, models
+    from galaxy_classification.data import image_stores
+    from galaxy_classification.model import files as model_files
 
     paths, labels = first_holdout_galaxies(gz1_dir)
     # raw 423² JPEGs as a user has them: the model crops and resizes by itself
-    probabilities = models.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
+    probabilities = model_files.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
                                                  pretrained_model.default_crop, progress=False)
     assert probabilities.shape == (len(paths), 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
@@ -62,7 +64,8 @@ def test_pretrained_model_classifies_held_out_real_galaxies(pretrained_model, gz
 
 
 def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, gz1_dir, tmp_path):
-    from galaxy_classification import image_stores, models
+    from galaxy_classification.data import image_stores
+    from galaxy_classification.model import files as model_files
 
     paths, _ = first_holdout_galaxies(gz1_dir, per_class=2)
     paths = paths[:3]
@@ -78,7 +81,7 @@ def test_predict_without_model_flag_uses_the_pretrained_model(pretrained_model, 
     assert [str(path) for path in table["source"]] == [str(path) for path in paths]
     assert set(table["predicted"]) <= set(CLASS_NAMES)
     # the very probabilities of the shipped model, not of some other one
-    expected = models.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
+    expected = model_files.predict_probabilities(pretrained_model, image_stores.ImageFiles(paths),
                                             pretrained_model.default_crop, progress=False)
     np.testing.assert_allclose(table["p_elliptical"], expected[:, 1], atol=1e-4)
     assert "field of view unknown" in finished.stderr  # the assumption is said
@@ -90,8 +93,8 @@ def recut_to_the_seed_field(paths, directory):
     would have fetched for the same galaxies."""
     from PIL import Image
 
-    from galaxy_classification import storage
-    from galaxy_classification.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame
+    from galaxy_classification.data import storage
+    from galaxy_classification.data.field_of_view import GALAXY_ZOO_1_FIELD, SEED_FIELD, recut_frame
 
     def frames():
         for path in paths:

@@ -1,4 +1,4 @@
-"""Evaluation metrics, metrics.json and the report pictures (galaxy_classification.reports).
+"""Evaluation metrics, metrics.json and the report pictures (galaxy_classification.evaluation: metrics, plots, report).
 
 Fast and offline: no TensorFlow, tiny images.
 """
@@ -6,12 +6,14 @@ Fast and offline: no TensorFlow, tiny images.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from galaxy_classification import reports
+from galaxy_classification.evaluation import metrics as scores
+from galaxy_classification.evaluation import plots, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_PICTURES = ("confusion_matrix.png", "roc_curve.png", "misclassified.png")
@@ -65,7 +67,7 @@ def leftover_temporary_files(directory):
 
 
 def test_tiny_example_is_what_a_hand_count_gives():
-    metrics = reports.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL)
+    metrics = scores.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL)
 
     assert metrics["n_galaxies"] == 5
     assert metrics["accuracy"] == pytest.approx(0.6)
@@ -84,7 +86,7 @@ def test_metrics_agree_with_scikit_learn_and_are_plain_json_types():
     labels, p_elliptical = random_predictions()
     predicted = (p_elliptical >= 0.5).astype(int)
 
-    metrics = reports.classification_metrics(labels, p_elliptical)
+    metrics = scores.classification_metrics(labels, p_elliptical)
 
     assert metrics["confusion_matrix"] == skm.confusion_matrix(labels, predicted).tolist()
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
@@ -100,23 +102,23 @@ def test_metrics_agree_with_scikit_learn_and_are_plain_json_types():
 
 
 def test_threshold_decides_the_predicted_class_inclusively():
-    metrics = reports.classification_metrics([0, 1, 1], [0.2, 0.7, 0.7], threshold=0.7)
+    metrics = scores.classification_metrics([0, 1, 1], [0.2, 0.7, 0.7], threshold=0.7)
     assert metrics["confusion_matrix"] == [[1, 0], [0, 2]]
 
-    metrics = reports.classification_metrics([0, 1, 1], [0.2, 0.7, 0.7], threshold=0.75)
+    metrics = scores.classification_metrics([0, 1, 1], [0.2, 0.7, 0.7], threshold=0.75)
     assert metrics["confusion_matrix"] == [[1, 0], [2, 0]]
     assert metrics["threshold"] == 0.75
 
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_one_class_gives_no_roc_auc_and_says_why(label):
-    metrics = reports.classification_metrics([label] * 4, [0.2, 0.4, 0.6, 0.8])
+    metrics = scores.classification_metrics([label] * 4, [0.2, 0.4, 0.6, 0.8])
 
     assert metrics["roc_auc"] is None
     only = ["spiral", "elliptical"][label]
     assert only in metrics["roc_auc_note"]
     assert metrics["per_class"][only]["support"] == 4
-    assert f"only {only}" in reports.format_metrics(metrics)
+    assert f"only {only}" in scores.format_metrics(metrics)
 
 
 @pytest.mark.parametrize(
@@ -138,11 +140,11 @@ def test_one_class_gives_no_roc_auc_and_says_why(label):
 )
 def test_bad_input_raises_value_error_naming_the_problem(true_labels, p_elliptical, threshold, message):
     with pytest.raises(ValueError, match=message):
-        reports.classification_metrics(true_labels, p_elliptical, threshold=threshold)
+        scores.classification_metrics(true_labels, p_elliptical, threshold=threshold)
 
 
 def test_format_metrics_shows_class_names_counts_and_report():
-    text = reports.format_metrics(reports.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL))
+    text = scores.format_metrics(scores.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL))
 
     assert "Accuracy: 60.0% (3 of 5 correct)" in text
     lines = text.splitlines()
@@ -166,12 +168,11 @@ def test_evaluation_report_writes_every_file_and_json_equals_metrics(tmp_path):
     store = ImageStore(60)
     out_dir = tmp_path / "results" / "run"  # created by the report
 
-    metrics = reports.write_evaluation_report(out_dir, labels, p_elliptical, store, history=HISTORY)
+    metrics = report.write_evaluation_report(out_dir, labels, p_elliptical, store, history=HISTORY)
 
-    from galaxy_classification import calibration
 
-    assert metrics == {**reports.classification_metrics(labels, p_elliptical),
-                       "calibration": calibration.calibration_report(labels, p_elliptical)}
+    assert metrics == {**scores.classification_metrics(labels, p_elliptical),
+                       "calibration": scores.calibration_report(labels, p_elliptical)}
     assert json.loads((out_dir / "metrics.json").read_text()) == metrics
     for name in (*REPORT_PICTURES, "training_curves.png", "reliability_diagram.png", "accuracy_vs_coverage.png"):
         assert png_written(out_dir / name), name
@@ -182,7 +183,7 @@ def test_evaluation_report_without_history_has_no_training_curves_and_keeps_extr
     labels, p_elliptical = random_predictions(30)
     extra = {"model": tmp_path / "m.keras", "preset": "modern", "history": {"loss": [np.float32(0.5), np.nan]}}
 
-    metrics = reports.write_evaluation_report(tmp_path, labels, p_elliptical, ImageStore(30), extra=extra)
+    metrics = report.write_evaluation_report(tmp_path, labels, p_elliptical, ImageStore(30), extra=extra)
 
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == {**metrics, "model": str(tmp_path / "m.keras"), "preset": "modern", "history": {"loss": [0.5, None]}}
@@ -193,27 +194,27 @@ def test_evaluation_report_without_history_has_no_training_curves_and_keeps_extr
 def test_bad_input_writes_nothing(tmp_path):
     out_dir = tmp_path / "report"
     with pytest.raises(ValueError):
-        reports.write_evaluation_report(out_dir, [0, 1], [0.5], ImageStore(2))
+        report.write_evaluation_report(out_dir, [0, 1], [0.5], ImageStore(2))
     with pytest.raises(ValueError, match="accuracy"):
-        reports.write_evaluation_report(out_dir, [0, 1], [0.2, 0.8], ImageStore(2), extra={"accuracy": 1.0})
+        report.write_evaluation_report(out_dir, [0, 1], [0.2, 0.8], ImageStore(2), extra={"accuracy": 1.0})
     with pytest.raises(ValueError, match="loss"):
-        reports.write_evaluation_report(out_dir, [0, 1], [0.2, 0.8], ImageStore(2), history={"accuracy": [0.5]})
+        report.write_evaluation_report(out_dir, [0, 1], [0.2, 0.8], ImageStore(2), history={"accuracy": [0.5]})
     assert not out_dir.exists()
 
 
 def test_write_metrics_json_replaces_an_old_file_atomically(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text("old")
-    metrics = reports.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL)
+    metrics = scores.classification_metrics(TINY_LABELS, TINY_P_ELLIPTICAL)
 
-    reports.write_metrics_json(metrics, path, extra={"data": "data/"})
+    report.write_metrics_json(metrics, path, extra={"data": "data/"})
 
     assert json.loads(path.read_text()) == {**metrics, "data": "data/"}
     assert leftover_temporary_files(tmp_path) == []
 
 
 def test_one_class_report_still_draws_every_picture(tmp_path):
-    metrics = reports.write_evaluation_report(tmp_path, [1, 1, 1], [0.9, 0.3, 0.8], ImageStore(3))
+    metrics = report.write_evaluation_report(tmp_path, [1, 1, 1], [0.9, 0.3, 0.8], ImageStore(3))
 
     assert metrics["roc_auc"] is None
     assert json.loads((tmp_path / "metrics.json").read_text())["roc_auc"] is None
@@ -221,8 +222,8 @@ def test_one_class_report_still_draws_every_picture(tmp_path):
 
 
 def test_training_curves_without_validation_or_with_one_epoch(tmp_path):
-    reports.plot_training_curves({"loss": [0.7], "accuracy": [0.6]}, tmp_path / "one_epoch.png")
-    reports.plot_training_curves({"loss": [0.7, 0.5, np.nan]}, tmp_path / "loss_only.png")
+    plots.plot_training_curves({"loss": [0.7], "accuracy": [0.6]}, tmp_path / "one_epoch.png")
+    plots.plot_training_curves({"loss": [0.7, 0.5, np.nan]}, tmp_path / "loss_only.png")
 
     assert png_written(tmp_path / "one_epoch.png")
     assert png_written(tmp_path / "loss_only.png")
@@ -239,7 +240,7 @@ def test_misclassified_picks_most_confident_errors_first(tmp_path):
     store = ImageStore(8)
     sources = [f"images/{index:018d}.jpeg" for index in range(8)]
 
-    chosen = reports.plot_misclassified(store, labels, p_elliptical, tmp_path / "worst.png", max_galaxies=4, sources=sources)
+    chosen = plots.plot_misclassified(store, labels, p_elliptical, tmp_path / "worst.png", max_galaxies=4, sources=sources)
 
     assert chosen == [6, 3, 0, 7]
     assert all(type(index) is int for index in chosen)
@@ -247,14 +248,14 @@ def test_misclassified_picks_most_confident_errors_first(tmp_path):
     np.testing.assert_array_equal(store.requests[0], [0, 3, 6, 7])  # only those rows, sorted
     assert png_written(tmp_path / "worst.png")
 
-    every_error = reports.plot_misclassified(store, labels, p_elliptical, tmp_path / "all.png")
+    every_error = plots.plot_misclassified(store, labels, p_elliptical, tmp_path / "all.png")
     assert every_error == [6, 3, 0, 7, 4, 2]
 
 
 def test_misclassified_with_no_errors_draws_a_note_and_reads_no_images(tmp_path):
     store = ImageStore(4)
 
-    chosen = reports.plot_misclassified(store, [0, 1, 0, 1], [0.1, 0.9, 0.4, 0.6], tmp_path / "none.png")
+    chosen = plots.plot_misclassified(store, [0, 1, 0, 1], [0.1, 0.9, 0.4, 0.6], tmp_path / "none.png")
 
     assert chosen == []
     assert store.requests == []
@@ -264,11 +265,11 @@ def test_misclassified_with_no_errors_draws_a_note_and_reads_no_images(tmp_path)
 
 def test_misclassified_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="max_galaxies"):
-        reports.plot_misclassified(ImageStore(2), [0, 1], [0.9, 0.1], tmp_path / "x.png", max_galaxies=0)
+        plots.plot_misclassified(ImageStore(2), [0, 1], [0.9, 0.1], tmp_path / "x.png", max_galaxies=0)
     with pytest.raises(ValueError, match="sources"):
-        reports.plot_misclassified(ImageStore(2), [0, 1], [0.9, 0.1], tmp_path / "x.png", sources=["a.jpeg"])
+        plots.plot_misclassified(ImageStore(2), [0, 1], [0.9, 0.1], tmp_path / "x.png", sources=["a.jpeg"])
     with pytest.raises(ValueError, match="load_images"):
-        reports.plot_misclassified(lambda rows: np.zeros((1, 8, 8, 3), np.uint8), [0, 1], [0.9, 0.1], tmp_path / "x.png")
+        plots.plot_misclassified(lambda rows: np.zeros((1, 8, 8, 3), np.uint8), [0, 1], [0.9, 0.1], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
     assert leftover_temporary_files(tmp_path) == []
 
@@ -281,7 +282,7 @@ def test_many_reports_leave_no_open_figures(tmp_path):
 
     labels, p_elliptical = random_predictions(20)
     for run in range(2):
-        reports.write_evaluation_report(tmp_path / str(run), labels, p_elliptical, ImageStore(20), history=HISTORY)
+        report.write_evaluation_report(tmp_path / str(run), labels, p_elliptical, ImageStore(20), history=HISTORY)
     assert pyplot.get_fignums() == []
 
 
@@ -289,20 +290,20 @@ def test_show_on_screen_does_nothing_without_a_display(monkeypatch, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
-    assert not reports.display_available()
-    reports.show_on_screen_if_possible([tmp_path / "missing.png"])  # returns without opening anything
+    assert not plots.display_available()
+    plots.show_on_screen_if_possible([tmp_path / "missing.png"])  # returns without opening anything
 
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    assert reports.display_available()
-    reports.show_on_screen_if_possible([tmp_path / "missing.png"])  # tests: Agg means do not show
+    assert plots.display_available()
+    plots.show_on_screen_if_possible([tmp_path / "missing.png"])  # tests: Agg means do not show
 
 
 def test_import_is_cheap():
     code = (
-        "import sys, galaxy_classification.reports; "
+        "import sys, galaxy_classification.evaluation.report, galaxy_classification.evaluation.metrics; "
         "heavy = [name for name in ('tensorflow', 'matplotlib', 'matplotlib.pyplot', 'sklearn') if name in sys.modules]; "
         "print(heavy)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=reports.Path(reports.__file__).parent.parent)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(report.__file__).parents[2])
     assert result.stdout.strip() == "[]"

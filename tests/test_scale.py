@@ -12,8 +12,10 @@ import pytest
 
 import quick_cnn_trainer
 import sdss_query
+from galaxy_classification.data import datasets
+from galaxy_classification.inference import parts
+
 from conftest import PROJECT_ROOT
-from galaxy_classification import datasets, parts
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +71,11 @@ def test_parts_cover_every_row_once_and_merge_to_the_unsharded_table(one_and_sha
     rows = []
     for k in range(4):
         part = quick_cnn_trainer.predict([one, one / "galaxy_images.npy"], model=model, out=tmp_path / "p.csv",
-                                         progress=False, shard=(k, 4))
+                                         progress=False, part=(k, 4))
         rows.extend(part[parts.ROW_COLUMN])
         assert (tmp_path / f"p.part-{k}-of-4.csv").is_file()
     assert sorted(rows) == list(range(60))  # two inputs of 30: every row exactly once
-    merged = quick_cnn_trainer.merge(tmp_path / "p.csv")
+    merged = parts.merge(tmp_path / "p.csv")
     assert list(merged.columns) == list(whole.columns) and len(merged) == 60
     np.testing.assert_allclose(pd.to_numeric(merged["p_elliptical"]), whole["p_elliptical"], atol=1e-6)
     assert list(merged["source"]) == [str(source) for source in whole["source"]]
@@ -103,10 +105,10 @@ def test_bad_shard_values_are_refused_in_one_line(value, capsys):
 
 
 def test_a_slurm_job_array_picks_its_part():
-    assert parts.shard_from_environment({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8"}) == (3, 8)
-    assert parts.shard_from_environment({"SLURM_ARRAY_TASK_ID": "8", "SLURM_ARRAY_TASK_COUNT": "8",
+    assert parts.part_from_environment({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8"}) == (3, 8)
+    assert parts.part_from_environment({"SLURM_ARRAY_TASK_ID": "8", "SLURM_ARRAY_TASK_COUNT": "8",
                                          "SLURM_ARRAY_TASK_MIN": "1"}) == (7, 8)
-    assert parts.shard_from_environment({}) is None
+    assert parts.part_from_environment({}) is None
     assert [len(parts.part_rows(10, (k, 3))) for k in range(3)] == [4, 3, 3]
 
 

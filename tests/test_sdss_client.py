@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 import sdss_query
-from fake_sdss import (BIG_OBJID, BIG_SPECOBJID, PASSWORD, TOKEN, USERNAME, FakeSDSS, make_sky,
-                       objid_colour)
-from galaxy_classification import cutouts, skyserver, storage
-from galaxy_classification.skyserver import SDSSQueryError
+from galaxy_classification.data import storage
+from galaxy_classification.errors import SDSSQueryError
+from galaxy_classification.sdss import cutouts, skyserver
+
+from fake_sdss import BIG_OBJID, BIG_SPECOBJID, PASSWORD, TOKEN, USERNAME, FakeSDSS, make_sky, objid_colour
 
 RETRIES = 3
 IMAGE_SIZE = 64

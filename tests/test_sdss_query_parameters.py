@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import sdss_query
-from galaxy_classification import storage
+from galaxy_classification.data import storage
 
 from conftest import PROJECT_ROOT
 
@@ -109,7 +109,7 @@ def test_a_catalogue_only_run_refuses_to_sit_beside_old_images(tmp_path):
 
 
 def test_the_label_rules_offered_are_the_label_rule_objects(capsys):
-    from galaxy_classification import label_rules
+    from galaxy_classification.sdss import label_rules
 
     assert sdss_query.LABEL_RULES is label_rules.LABEL_RULES
     with pytest.raises(SystemExit):

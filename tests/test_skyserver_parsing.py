@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from galaxy_classification import catalogue, skyserver
-from galaxy_classification.label_rules import GALAXY_ZOO, LIKELIHOOD
-from galaxy_classification.skyserver import CutoutBodyError, SDSSQueryError
+from galaxy_classification.errors import CutoutBodyError, SDSSQueryError
+from galaxy_classification.sdss import catalogue, skyserver
+from galaxy_classification.sdss.label_rules import GALAXY_ZOO, LIKELIHOOD
 
 DATA = Path(__file__).resolve().parent / "data"
 BIG_SPECOBJID = 10133099161583616000
@@ -220,7 +220,7 @@ def test_cutout_400_and_5xx_carry_the_service_message():
 
 
 def sample(**changes):
-    from galaxy_classification.parameters import validate_sample_parameters
+    from galaxy_classification.sdss.parameters import validate_sample_parameters
 
     values = dict(n_galaxies=9, galaxy_type="both", lower_z_limit=0.1, upper_z_limit=0.3, lower_flux_limit=50,
                   upper_flux_limit=500, data_release="dr15", image_data=True, image_scale_factor=0.01)

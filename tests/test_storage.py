@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_classification import storage
+from galaxy_classification import errors
+from galaxy_classification.data import storage
 
 
 def small_sample(n=6, size=8):
@@ -67,10 +68,10 @@ def test_damaged_data_directory_names_file_and_problem(tmp_path, damage, message
     catalogue, labels, images = small_sample()
     storage.write_datafiles(tmp_path, catalogue, labels, iter(images), image_shape=(8, 8, 3))
     damage(tmp_path)
-    with pytest.raises(storage.DataFileError, match=message):
+    with pytest.raises(errors.DataFileError, match=message):
         storage.open_datafiles(tmp_path)
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(storage.DataFileError, match="not a directory"):
+    with pytest.raises(errors.DataFileError, match="not a directory"):
         storage.open_datafiles(tmp_path / "nowhere")

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import sdss_query
-from galaxy_classification import CLASS_NAMES, parameters, storage, synthetic
-from galaxy_classification.label_rules import LIKELIHOOD
+from galaxy_classification import CLASS_NAMES
+from galaxy_classification.data import storage, synthetic
+from galaxy_classification.sdss import parameters
+from galaxy_classification.sdss.label_rules import LIKELIHOOD
 
 from conftest import PROJECT_ROOT
 

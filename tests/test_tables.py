@@ -8,6 +8,7 @@ import pytest
 
 import quick_cnn_trainer
 from galaxy_classification import tables
+
 from trainer_helpers import write_data_directory
 
 pytest.importorskip("astropy")

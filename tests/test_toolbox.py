@@ -46,7 +46,7 @@ def test_pip_install_gives_both_commands(tmp_path):
                                   env=environment, cwd=tmp_path, timeout=120)
         assert finished.returncode == 0 and words in finished.stdout, finished.stderr
     assert (tmp_path / "venv" / "share" / "galaxy-classification" / "models" / "sdss-gz1.keras").is_file()
-    probe = subprocess.run([str(bin_dir / "python"), "-c", "import quick_cnn_trainer as q; print(q.DEFAULT_MODEL)"],
+    probe = subprocess.run([str(bin_dir / "python"), "-c", "from galaxy_classification.model import files; print(files.pretrained_model_path())"],
                            capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=120)
     assert str(tmp_path / "venv" / "share") in probe.stdout, probe.stderr
 
@@ -96,7 +96,8 @@ def test_start_up_lines_show_only_when_the_user_asks_for_tensorflows_messages(mo
 
 def test_classify_reads_a_fits_catalogue(tmp_path):
     pytest.importorskip("astropy")
-    from galaxy_classification import classify, tables
+    from galaxy_classification import tables
+    from galaxy_classification.inference import classify
 
     catalogue = pd.DataFrame({"ra": [150.1, 150.2], "dec": [2.0, 2.1], "objid": ["1237648720693755918", ""]})
     tables.write_table(catalogue, tmp_path / "c.fits")
@@ -120,9 +121,10 @@ def test_the_shipped_model_gives_the_same_probabilities_on_jax(gz1_dir, tmp_path
     for backend in ("tensorflow", "jax"):
         run_backend(backend, (
             "import numpy, keras\n"
-            "from galaxy_classification import image_stores, models\n"
-            f"classifier = models.load_model({str(PRETRAINED)!r})\n"
-            f"probabilities = models.predict_probabilities(classifier, image_stores.ImageFiles({files!r}), "
+            "from galaxy_classification.model import files as model_files\n"
+            "from galaxy_classification.data import image_stores\n"
+            f"classifier = model_files.load_model({str(PRETRAINED)!r})\n"
+            f"probabilities = model_files.predict_probabilities(classifier, image_stores.ImageFiles({files!r}), "
             "classifier.default_crop, progress=False)\n"
             f"raw = numpy.stack([image_stores.decode_image(path) for path in {files!r}])\n"
             "whole = numpy.asarray(classifier.keras_model.predict(raw, verbose=0))\n"

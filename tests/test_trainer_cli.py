@@ -12,7 +12,11 @@ import pytest
 from PIL import Image
 
 import quick_cnn_trainer
-from galaxy_classification import storage
+from galaxy_classification import errors
+from galaxy_classification.data import storage
+from galaxy_classification.inference import parts
+from galaxy_classification.model import files as model_files
+
 from trainer_helpers import write_data_directory, write_image_csv
 
 SCRIPT = Path(quick_cnn_trainer.__file__)
@@ -106,7 +110,7 @@ def test_missing_model_is_a_one_line_error(seed_run, capsys):
     error = _main_error(["evaluate", "--model", str(workdir / "absent.keras"), "--data", str(workdir / "data")],
                         capsys)
     assert "--model" in error and "absent.keras" in error
-    if not quick_cnn_trainer.DEFAULT_MODEL.is_file():
+    if not model_files.pretrained_model_path().is_file():
         error = _main_error(["predict", str(workdir / "data")], capsys)
         assert "--model" in error and "sdss-gz1.keras" in error
 
@@ -187,8 +191,8 @@ def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path
     assert "1 image(s) without colour (grey), e.g. grey.jpeg" in output.err
 
     for k in range(3):  # in parts, some without a failure: the merged table is the whole one
-        quick_cnn_trainer.predict([folder], model=shipped, out=tmp_path / "p.csv", progress=False, shard=(k, 3))
-    merged = quick_cnn_trainer.merge(tmp_path / "p.csv")
+        quick_cnn_trainer.predict([folder], model=shipped, out=tmp_path / "p.csv", progress=False, part=(k, 3))
+    merged = parts.merge(tmp_path / "p.csv")
     assert list(merged.status) == list(table.status) and list(merged.reason) == list(table.reason)
     both = quick_cnn_trainer.predict([folder / "000.png", folder], model=shipped, out=out, progress=False)
     assert list(both.status) == ["ok", *table.status]  # an input without failures reads 'ok' beside one with
@@ -198,12 +202,12 @@ def test_predict_over_a_folder_survives_unreadable_files_and_names_them(tmp_path
     from_list = quick_cnn_trainer.predict([listed], model=shipped, out=out, progress=False)
     assert list(from_list.status) == ["ok", "failed"] and from_list.reason[1] == "image file missing"
     pd.DataFrame({"file": ["images/gone.jpeg"]}).to_csv(listed, index=False)
-    with pytest.raises(storage.DataFileError, match="image file missing"):  # all gone: a wrong folder, say so
+    with pytest.raises(errors.DataFileError, match="image file missing"):  # all gone: a wrong folder, say so
         quick_cnn_trainer.predict([listed], model=shipped, out=out, progress=False)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped_and_float_ones_refused(tmp_path):
-    from galaxy_classification import image_stores
+    from galaxy_classification.data import image_stores
 
     grey = np.linspace(0, 255, 32 * 32).reshape(32, 32).astype(np.uint8)
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit: Pillow would clip to white
@@ -211,7 +215,7 @@ def test_sixteen_bit_images_are_scaled_not_clipped_and_float_ones_refused(tmp_pa
     assert decoded.shape == (32, 32, 3) and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded[..., 1], grey)
     Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / "science.tif")
-    with pytest.raises(storage.DataFileError, match=r"science.tif: F pixels .* 8-bit RGB JPEG or PNG"):
+    with pytest.raises(errors.DataFileError, match=r"science.tif: F pixels .* 8-bit RGB JPEG or PNG"):
         image_stores.decode_image(tmp_path / "science.tif")
 
 

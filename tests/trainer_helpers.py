@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from galaxy_classification import storage
+from galaxy_classification.data import storage
 
 
 def galaxy_images(labels, size=48, seed=0):
@@ -63,3 +63,15 @@ def write_image_csv(directory, n_galaxies=30, size=64, seed=0, unlabelled=0, nam
         table["field_of_view"] = field_of_view
     table.to_csv(directory / name, index=False)
     return directory / name, images, labels
+
+
+class FramesOfField:
+    """Stands for a data set whose ``count`` frames all show ``petro_radii`` petroR90 across (for the crop policy)."""
+
+    def __init__(self, petro_radii, count=10):
+        from galaxy_classification.data.field_of_view import FieldOfView
+
+        self.field, self.row_fields, self.count = FieldOfView(petro_radii), None, count
+
+    def __len__(self):
+        return self.count

@@ -1,0 +1,153 @@
+"""What a training run works on: the galaxies, their field, the seed's split and the recipe.
+
+:func:`plan_training` opens ``--data``, settles what its frames show, keeps the
+galaxies a ``--min-agreement`` asks for, splits them as the seed did and applies
+the command line's overrides to the preset once (:func:`resolve_settings`). The
+result, a :class:`TrainingPlan`, is what the loop, distribution, calibration and
+the report take. Nothing here imports TensorFlow.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_classification.data import datasets, field_of_view
+from galaxy_classification.data.field_of_view import CropPolicy, FieldOfView
+from galaxy_classification.errors import UsageError
+from galaxy_classification.model import precision as precision_module
+from galaxy_classification.model import presets
+from galaxy_classification.model.presets import Preset
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOptions:
+    """The command line's overrides of a preset; None keeps the preset's value."""
+
+    epochs: int = None
+    batch_size: int = None
+    image_size: int = None
+    crop: float = None
+    precision: str = None
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """A training run's galaxies (a ``GalaxyData``), their field, the seed's split
+    (rows of ``galaxies``) and the recipe with the crop of each frame."""
+
+    galaxies: object
+    field: FieldOfView
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+    test_rows: np.ndarray
+    settings: Preset
+    crops: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.galaxies.labels
+
+
+def crop_policy(preset: Preset, crop: float = None) -> CropPolicy:
+    """How a preset's network is shown its training frames (``crop``: ``--crop``)."""
+    return CropPolicy(preset.view_petro_radii, 1.0, crop, f"the {preset.name} preset")
+
+
+def resolve_settings(preset_name: str, data, options: TrainingOptions = TrainingOptions(), n_train: int = None,
+                     crops: np.ndarray = None) -> Preset:
+    """The preset's recipe with ``options`` applied, its crop the median of the
+    frames' crops (:class:`CropPolicy`) and the precision settled for this
+    machine (:func:`precision.choose`).
+
+    A preset with ``min_steps_per_epoch`` shrinks its batch (not below 8) on
+    small samples so each epoch still takes that many optimiser steps: 180
+    training galaxies in batches of 64 would give 3 steps an epoch, too few
+    for the network (or BatchNorm's statistics) to settle before early stopping.
+    """
+    preset = presets.PRESETS[preset_name]
+    if crops is None:
+        crops = crop_policy(preset, options.crop).crops(data, what=str(getattr(data, "path", "data")))
+    changes = {"crop_fraction": float(np.median(crops))}
+    if options.image_size is not None:
+        changes["image_size"] = options.image_size
+    elif preset.image_size is None:
+        changes["image_size"] = max(1, round(data.native_image_size() * changes["crop_fraction"]))
+    if options.epochs is not None:
+        changes["epochs"] = options.epochs
+    if options.batch_size is not None:
+        changes["batch_size"] = options.batch_size
+    elif preset.min_steps_per_epoch and n_train:
+        changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
+    changes["precision"] = precision_module.choose(options.precision or preset.precision)
+    return dataclasses.replace(preset, **changes)
+
+
+def known_training_field(galaxies, data) -> FieldOfView:
+    """The field of the training frames; the seed's cutouts, said once, when nothing records it."""
+    if galaxies.field is None and galaxies.row_fields is None:
+        galaxies.field = field_of_view.assume(
+            field_of_view.SEED_FIELD, str(data),
+            f"no {datasets.FIELD_COLUMN} column, no {field_of_view.DATASET_FILE} beside it")
+    if galaxies.field is not None:
+        return galaxies.field
+    return FieldOfView(float(np.median(galaxies.row_fields)), source="given")
+
+
+def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(),
+                  test_fraction: float = datasets.TEST_SIZE, field_of_view: float = None,
+                  min_agreement: float = None, replicas: int = 1) -> TrainingPlan:
+    """Open ``data``, split it and settle the recipe.
+
+    Parameters
+    ----------
+    data : str or Path
+        A ``sdss_query`` directory or a ``file,label`` CSV.
+    preset : str
+        A name of :data:`presets.PRESETS`.
+    options : TrainingOptions
+        The command line's overrides.
+    test_fraction : float
+        The share of galaxies held out for the final test (the seed's 0.3).
+    field_of_view : float, optional
+        petroR90 across, when the data does not record it.
+    min_agreement : float, optional
+        Keep only galaxies whose Galaxy Zoo volunteers agreed at least this much.
+    replicas : int
+        Devices training at once: the global batch and the learning rate are that many times the preset's.
+
+    Returns
+    -------
+    TrainingPlan
+    """
+    galaxies = datasets.open_training_data(data, field_of_view)
+    skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
+    print(f"{len(galaxies)} galaxies from {data}{skipped}")
+    field = known_training_field(galaxies, data)
+    kept = agreeing_galaxies(galaxies, min_agreement)
+    train_rows, validation_rows, test_rows = (kept[rows] for rows in
+                                              datasets.split_indices(len(kept), test_size=test_fraction))
+    crops = crop_policy(presets.PRESETS[preset], options.crop).crops(galaxies, what=str(Path(data)))
+    settings = resolve_settings(preset, galaxies, options, n_train=len(train_rows), crops=crops)
+    if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
+        settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
+                                       learning_rate=settings.learning_rate * replicas)
+    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops)
+
+
+def agreeing_galaxies(galaxies, min_agreement: float = None) -> np.ndarray:
+    """Indices of the galaxies to use: all, or those with volunteer agreement >= ``min_agreement``."""
+    from galaxy_classification.evaluation import metrics
+
+    everyone = np.arange(len(galaxies))
+    if min_agreement is None:
+        return everyone
+    agreement = metrics.volunteer_agreement(galaxies.catalogue)
+    if agreement is None:
+        raise UsageError(f"--min-agreement needs Galaxy Zoo vote fractions ({', '.join(metrics.FRACTION_COLUMNS)}) "
+                         "in the data's catalogue: fetch it with sdss_query.py --labels galaxyzoo")
+    kept = everyone[agreement >= min_agreement]
+    print(f"{len(kept)} of {len(galaxies)} galaxies have volunteer agreement >= {min_agreement:g}")
+    if len(kept) < 4:
+        raise UsageError(f"--min-agreement {min_agreement:g} leaves {len(kept)} galaxies, too few to train on")
+    return kept

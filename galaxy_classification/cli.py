@@ -40,15 +40,17 @@ class OneLineParser(argparse.ArgumentParser):
 @contextlib.contextmanager
 def notes_printed_once():
     """Print each :class:`GalaxyNote` once as ``note: ...`` on stderr; other warnings as Python would."""
+    printed = set()  # the warnings module's own "once" misses repeats after other libraries add filters
     with warnings.catch_warnings():
-        warnings.simplefilter("once", GalaxyNote)
+        warnings.simplefilter("always", GalaxyNote)
         show_other = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, GalaxyNote):
-                print(f"note: {message}", file=sys.stderr)
-            else:
+            if not issubclass(category, GalaxyNote):
                 show_other(message, category, filename, lineno, file, line)
+            elif str(message) not in printed:
+                printed.add(str(message))
+                print(f"note: {message}", file=sys.stderr)
 
         warnings.showwarning = show
         yield

@@ -121,10 +121,7 @@ def _with_given_field(data, petro_radii):
 
 def recorded_field(directory):
     """The field recorded in ``directory/dataset.json``, or None."""
-    try:
-        return field_of_view.read_dataset_record(directory)
-    except ValueError as error:
-        raise DataFileError(str(error)) from None
+    return field_of_view.read_dataset_record(directory)
 
 
 def directory_field(directory, what):

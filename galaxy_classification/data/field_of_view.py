@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy_classification.errors import UsageError, note
+from galaxy_classification.errors import DataFileError, UsageError, note
 
 DATASET_FILE = "dataset.json"
 RADIUS_BANDS = ("g", "r")
@@ -120,7 +120,7 @@ def read_dataset_record(directory):
     try:
         return FieldOfView.from_json(json.loads(path.read_text())["field_of_view"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"{path}: unreadable field of view ({error}); delete it to fall back to the seed's "
+        raise DataFileError(f"{path}: unreadable field of view ({error}); delete it to fall back to the seed's "
                          "defaults, or write it again") from None
 
 

@@ -1,0 +1,1 @@
+"""Judging a model: metrics, pictures, the report and evaluate()."""

@@ -11,14 +11,13 @@ picture is drawn.
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from galaxy_classification import CLASS_NAMES, ELLIPTICAL, SPIRAL
 from galaxy_classification.data.storage import atomic_output
-from galaxy_classification.errors import UsageError
+from galaxy_classification.errors import UsageError, note
 from galaxy_classification.evaluation.metrics import accuracy_at_coverage, predicted_labels, validate_predictions
 
 DPI = 100
@@ -321,7 +320,7 @@ def show_on_screen_if_possible(paths):
             figures.append(figure)
         pyplot.show()
     except Exception as error:  # a broken GUI toolkit must not lose a finished run
-        warnings.warn(f"could not show the figures on screen ({error}); they are saved on disk", stacklevel=2)
+        note(f"could not show the figures on screen ({error}); they are saved on disk")
     finally:
         for figure in figures:
             pyplot.close(figure)

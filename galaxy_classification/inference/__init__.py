@@ -1,0 +1,1 @@
+"""Using a model: predict, classify a catalogue, the results table, runs split into parts."""

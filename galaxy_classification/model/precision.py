@@ -3,9 +3,9 @@
 Keras' ``mixed_bfloat16`` policy keeps every weight in float32 and does the
 convolutions' arithmetic in bfloat16. On a CPU with bfloat16 instructions
 (``avx512_bf16``, as on this project's AMD EPYC, or Intel's ``amx_bf16``) and
-TensorFlow's oneDNN kernels, that trains the modern network 1.1-1.2x faster
-with the same held-out accuracy but a slightly worse ranking (ROC AUC about
-0.003 lower over 3 seeds, models/README.md), so both presets train in float32
+TensorFlow's oneDNN kernels, that trains the modern network somewhat faster
+with the same held-out accuracy but a slightly worse ranking (models/README.md
+and bench/RESULTS.md give the figures), so both presets train in float32
 unless asked: ``--precision mixed_bfloat16``, or ``auto``, which picks it only
 where the CPU says it has those instructions, on the TensorFlow backend with
 oneDNN on and no GPU (on a CPU without them bfloat16 is emulated and slower;

@@ -1,0 +1,1 @@
+"""Getting galaxies from SDSS: the query, the services, the labels, the cutouts."""

@@ -26,13 +26,18 @@ request from ``fake.sql_faults``: ``"html200"`` (the "Skyserver Error ... try
 again later" page with status 200), ``"drop"`` (connection closed mid-body),
 ``"503"`` (the load balancer's HTML page), ``"429"`` (with ``Retry-After``),
 ``"limit"`` (the "Maximum 60 queries allowed per minute" row), ``"slow"``
-(the reply waits ``fake.slow_seconds``).
+(the reply waits ``fake.slow_seconds``), and SQL Server's passing hiccups as the
+services pass them on (a 500 error document: ``"deadlock"``, ``"timeout500"``,
+``"network500"``).
 
 Faults per objid (``fake.faults[objid] = ["503", "503"]`` is consumed one per
 request, then the cutout is served; ``fake.sticky_faults[objid]`` never ends):
 ``"503"`` (HTML page) / ``"429"`` replies, ``"500"`` (the real drawing
 failure: status 500 with a JPEG body and the message in the reason phrase),
-``"drop"`` (connection closed mid-body), ``"notjpeg"`` (a 200 HTML body).
+``"drop"`` (connection closed mid-body), ``"notjpeg"`` (a 200 HTML body),
+``"json500"`` (an exception in the image service: 500 with a JSON error document).
+An unknown path gets IIS's HTML 404 page, as a wrong address or a release
+without SkyServerWS does.
 ``latency`` seconds are added to every cutout. The fake counts requests by
 kind and per objid, and the connections open at the same time.
 
@@ -62,6 +67,15 @@ TOKEN = "gAAAAABfakeTokenForTheLoopbackTestsOnly0123456789abcdef"
 BIG_OBJID = "1237648720693755918"
 BIG_SPECOBJID = "10133099161583616000"  # above 2^63: overflows int64
 MAX_LOGIN_ATTEMPTS = 3
+# SQL Server's passing hiccups, in the words the services pass on (PROTOCOL.md §8.1)
+TRANSIENT_SQL_MESSAGES = {
+    "deadlock": "Transaction (Process ID 73) was deadlocked on lock resources with another process and has been "
+                "chosen as the deadlock victim. Rerun the transaction.",
+    "timeout500": "Execution Timeout Expired.  The timeout period elapsed prior to completion of the operation or "
+                  "the server is not responding.",
+    "network500": "A network-related or instance-specific error occurred while establishing a connection to SQL "
+                  "Server. The server was not found or was not accessible.",
+}
 ROW_LIMIT = 500000
 FOOTPRINT_MIN_DEC = -30.0
 
@@ -352,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             return self._casjobs(match.group(1), body)
         self._record("other", body)
-        self._reply(404, b"<html><body>Not Found</body></html>", "text/html")
+        self._reply(404, canned("iis_404.html"), "text/html", reason="Not Found")
 
     def do_GET(self):
         parts = urlsplit(self.path)
@@ -362,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
         if re.fullmatch(r"/\w+/SkyServerWS/ImgCutout/getjpeg", parts.path):
             return self._getjpeg(query)
         self._record("other")
-        self._reply(404, b"<html><body>Not Found</body></html>", "text/html")
+        self._reply(404, canned("iis_404.html"), "text/html", reason="Not Found")
 
     def _login(self, body):
         self._record("login", body)
@@ -400,6 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "429":
             self._reply(429, b"Too Many Requests", "text/plain", reason="Too Many Requests",
                         headers=[("Retry-After", str(fake.retry_after_seconds))])
+        elif fault in TRANSIENT_SQL_MESSAGES:
+            message = TRANSIENT_SQL_MESSAGES[fault]
+            document = ({"ErrorCode": 500, "ErrorType": "InternalServerError", "ErrorMessage": message}
+                        if csv_reply else {"Error Message": message})
+            self._reply_json(500, document, reason="InternalServerError")
         elif fault == "limit" and csv_reply:
             self._reply_chunked_csv(canned("sqlsearch_query_limit.csv").decode())
         elif fault == "drop":
@@ -487,6 +506,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "500":
             return self._reply(500, fake.jpeg(None, width, height), "image/jpeg",
                                reason="INTERNAL SERVER ERROR. Drawing the image failed.")
+        if fault == "json500":
+            return self._reply_json(500, {"ErrorCode": 500, "ErrorType": "InternalServerError",
+                                          "ErrorMessage": TRANSIENT_SQL_MESSAGES["deadlock"]},
+                                    reason="InternalServerError")
         if fault == "notjpeg":
             return self._reply(200, canned("skyserver_error_200.html"), "text/html")
         if fake.cutout_source is not None and objid is not None and dec >= FOOTPRINT_MIN_DEC:

@@ -9,15 +9,17 @@ leak into output, logs or files.
 """
 
 import logging
+import socket
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 
 import sdss_query
 from galaxy_classification.data import storage
-from galaxy_classification.errors import SDSSQueryError
+from galaxy_classification.errors import SDSSQueryError, UsageError
 from galaxy_classification.sdss import cutouts, skyserver
 
 from fake_sdss import BIG_OBJID, BIG_SPECOBJID, PASSWORD, TOKEN, USERNAME, FakeSDSS, make_sky, objid_colour
@@ -194,7 +196,7 @@ def test_a_cutout_drawing_failure_is_retried_a_bounded_few_times_then_listed(fak
     failed = pd.read_csv(tmp_path / "failed_cutouts.csv", dtype={"objid": str})
     assert list(failed["objid"]) == [objid]
     assert "Drawing the image failed" in failed["reason"][0] and not failed["permanent"][0]
-    assert fake.cutout_requests[objid] == skyserver.SERVER_ERROR_RETRIES + 1 < RETRIES + 1
+    assert fake.cutout_requests[objid] == min(skyserver.BOUNDED_RETRIES, RETRIES) + 1
 
 
 def test_a_galaxy_too_small_for_the_services_minimum_scale_is_left_out_with_the_reason(monkeypatch, tmp_path, capsys):
@@ -232,7 +234,7 @@ def test_an_html_page_with_status_200_that_never_ends_is_raised_not_turned_into_
     assert fake.count("sqlsearch") == RETRIES + 1 and fake.count("getjpeg") == 0
 
 
-@pytest.mark.parametrize("fault", ["html200", "drop", "503", "429", "limit"])
+@pytest.mark.parametrize("fault", ["html200", "drop", "503", "429", "limit", "deadlock", "timeout500", "network500"])
 @pytest.mark.parametrize("login", [False, True])
 def test_a_transient_failure_on_the_sql_path_is_retried_and_the_run_succeeds(
         fake, credentials, tmp_path, monkeypatch, capsys, login, fault):
@@ -539,3 +541,74 @@ def test_token_object_hides_its_value():
     token = skyserver.SciServerToken(TOKEN)
     assert TOKEN not in repr(token) + str(token) + f"{token}"
     assert token.reveal() == TOKEN
+
+
+def test_a_deadlock_that_does_not_pass_is_given_up_after_a_bounded_few_tries(fake, tmp_path):
+    fake.sql_faults = ["deadlock"] * 10
+    with pytest.raises(SDSSQueryError, match="deadlock victim"):
+        fetch(tmp_path)
+    assert fake.count("sqlsearch") == min(skyserver.BOUNDED_RETRIES, RETRIES) + 1
+
+
+def test_an_exception_in_the_image_service_is_retried_and_a_lasting_one_is_retried_by_a_rerun(fake, tmp_path):
+    passing, lasting = BIG_OBJID, str(int(BIG_OBJID) + 1)
+    fake.faults[passing] = ["json500"]
+    fake.sticky_faults[lasting] = "json500"
+    fetch(tmp_path, n_galaxies=8)
+    failed = pd.read_csv(tmp_path / "failed_cutouts.csv", dtype={"objid": str})
+    assert list(failed["objid"]) == [lasting] and not failed["permanent"][0]
+    assert "deadlock victim" in failed["reason"][0]
+    assert fake.cutout_requests[passing] == 2
+    del fake.sticky_faults[lasting]
+    fake.reset_counts()
+    fetch(tmp_path, n_galaxies=8)  # the rerun fetches only what is missing
+    assert fake.count("getjpeg") == 1 and fake.cutout_requests[lasting] == 1
+    assert pd.read_csv(tmp_path / "failed_cutouts.csv").empty
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_an_html_404_page_is_tried_once_and_names_the_address(fake, credentials, tmp_path, monkeypatch, login):
+    monkeypatch.setenv("SDSS_SKYSERVER_URL", f"{fake.url}/moved")
+    monkeypatch.setenv("SDSS_CASJOBS_URL", f"{fake.url}/moved/CasJobs/RestApi")
+    with pytest.raises(SDSSQueryError, match=f"no such page at {fake.url}/moved/") as raised:
+        fetch(tmp_path, login=login)
+    assert not raised.value.transient and fake.count("other") == 1
+    assert not (tmp_path / storage.IMAGES_FILE).exists()
+
+
+def test_a_service_that_cannot_be_reached_is_said_plainly_and_quickly(fake, tmp_path, monkeypatch):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("SDSS_SKYSERVER_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "1")
+    started = time.monotonic()
+    with pytest.raises(SDSSQueryError) as raised:
+        fetch(tmp_path)
+    assert str(raised.value).startswith("cannot reach SDSS (connection refused)")
+    assert "--synthetic" in str(raised.value) and f"127.0.0.1:{port}/DR15/SkyServerWS" in str(raised.value)
+    assert time.monotonic() - started < 10  # a few seconds of retries, not a minute
+
+
+def test_a_name_that_does_not_resolve_is_said_to_be_offline():
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    cause = NameResolutionError("skyserver.sdss.org", None, socket.gaierror(-3, "Temporary failure in name resolution"))
+    error = requests.exceptions.ConnectionError(MaxRetryError(None, "/DR15/SkyServerWS", cause))
+    assert "does not resolve" in skyserver._unreachable_reason(error)
+    assert skyserver._unreachable_reason(requests.exceptions.ConnectionError("Connection reset by peer")) is None
+
+
+@pytest.mark.parametrize("release, login, image_data, allowed", [
+    ("DR99", False, True, False), ("DR9", False, True, False), ("DR11", True, True, False),
+    ("DR9", True, False, True), ("DR12", False, True, True), ("DR19", True, True, True),
+])
+def test_a_release_is_checked_against_the_routes_that_serve_it_before_any_request(
+        fake, credentials, tmp_path, release, login, image_data, allowed):
+    if allowed:
+        fetch(tmp_path, data_release=release, login=login, image_data=image_data)
+        assert fake.count() > 0
+        return
+    with pytest.raises(UsageError, match=f"data_release {release}: .* serves DR") as raised:
+        fetch(tmp_path, data_release=release, login=login, image_data=image_data)
+    assert "Galaxy Zoo 1" in str(raised.value) and fake.count() == 0 and not tmp_path.joinpath("galaxy_data.csv").exists()

@@ -5,6 +5,8 @@ parsers must turn data into data and every error shape into SDSSQueryError
 with the service's own message.
 """
 
+import json
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -193,18 +195,69 @@ def test_a_body_that_is_not_a_complete_jpeg_is_worth_retrying(body):
     assert raised.value.transient
 
 
-def test_an_html_page_instead_of_a_cutout_is_worth_retrying_whatever_its_status():
-    for status in (200, 404, 500, 503):
+def test_an_html_page_instead_of_a_cutout_is_worth_retrying_whatever_its_status_but_404():
+    for status in (200, 500, 503):
         with pytest.raises(SDSSQueryError, match="HTML page") as raised:
             skyserver.parse_cutout_response(status, "x", "text/html", canned_bytes("maintenance_503.html"), 64)
         assert raised.value.transient and raised.value.max_retries is None
+
+
+def test_an_html_404_page_is_final_and_names_the_address():
+    url = "https://skyserver.sdss.org/DR9/SkyServerWS/ImgCutout/getjpeg"
+    for parse in (lambda: skyserver.parse_cutout_response(404, "Not Found", "text/html", canned_bytes("iis_404.html"),
+                                                          64, url=url),
+                  lambda: skyserver.parse_sql_search_response(404, "text/html", canned_text("iis_404.html"), url=url)):
+        with pytest.raises(SDSSQueryError, match="no such page at " + re.escape(url)) as raised:
+            parse()
+        assert not raised.value.transient and "DR12 to DR19" in str(raised.value)
+
+
+@pytest.mark.parametrize("message", [
+    "Transaction (Process ID 73) was deadlocked on lock resources with another process and has been chosen as the "
+    "deadlock victim. Rerun the transaction.",
+    "Execution Timeout Expired.  The timeout period elapsed prior to completion of the operation or the server is "
+    "not responding.",
+    "A network-related or instance-specific error occurred while establishing a connection to SQL Server.",
+    "The server is too busy. Please try again later.",
+])
+def test_sql_servers_passing_hiccups_are_transient_a_bounded_few_times(message):
+    body = json.dumps({"ErrorCode": 500, "ErrorType": "InternalServerError", "ErrorMessage": message})
+    for parse in (lambda: skyserver.parse_sql_search_response(500, "application/json", body),
+                  lambda: skyserver.parse_casjobs_response(500, "application/json", json.dumps({"Error Message": message})),
+                  lambda: skyserver.parse_cutout_response(500, "InternalServerError", "application/json",
+                                                          body.encode(), 64)):
+        with pytest.raises(SDSSQueryError) as raised:
+            parse()
+        assert raised.value.transient and raised.value.max_retries == skyserver.BOUNDED_RETRIES
+
+
+@pytest.mark.parametrize("message", ["Invalid column name 'foo'.", "Incorrect syntax near 'FROM'.",
+                                     "Conversion failed when converting the varchar value 'x' to data type int."])
+def test_a_query_at_fault_stays_final(message):
+    body = json.dumps({"ErrorCode": 500, "ErrorType": "InternalServerError", "ErrorMessage": message})
+    with pytest.raises(SDSSQueryError, match=re.escape(message)) as raised:
+        skyserver.parse_sql_search_response(500, "application/json", body)
+    assert not raised.value.transient
+
+
+def test_an_unescaped_quote_in_a_csv_reply_names_its_line():
+    text = '#Table1\nobjid,name,ra\n1237648720693755918,plain,150.1\n1237648720693755919,"a "quoted" word",150.2\n'
+    with pytest.raises(SDSSQueryError, match="line 4"):
+        skyserver.parse_sql_search_response(200, "text/plain", text)
+
+
+def test_replies_are_read_as_utf8_whatever_the_headers_say():
+    class Reply:
+        content = "#Table1\nname\nÅngström\n".encode()
+
+    assert skyserver.reply_text(Reply()) == "#Table1\nname\nÅngström\n"
 
 
 def test_a_drawing_failure_is_retried_only_a_bounded_few_times():
     with pytest.raises(SDSSQueryError, match="Drawing the image failed") as raised:
         skyserver.parse_cutout_response(500, "INTERNAL SERVER ERROR. Drawing the image failed.", "image/jpeg",
                                         canned_bytes("cutout_64.jpg"), 64)
-    assert raised.value.transient and raised.value.max_retries == skyserver.SERVER_ERROR_RETRIES
+    assert raised.value.transient and raised.value.max_retries == skyserver.BOUNDED_RETRIES
 
 
 def test_cutout_400_and_5xx_carry_the_service_message():

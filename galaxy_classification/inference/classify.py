@@ -138,6 +138,7 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
     from galaxy_classification.sdss import parameters
 
     release = parameters.data_release_name(data_release)
+    config.check_release(release, [config.CASJOBS if login else config.SKYSERVER_WS, config.SKYSERVER_WS])
     workers = parameters.positive_integer("workers", workers)
     tables.table_format(out)
     table = read_catalogue(catalogue_path)  # bad input fails before the model loads

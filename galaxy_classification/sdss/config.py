@@ -39,6 +39,15 @@ DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
 DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF_SECONDS = 1.0
 
+# The data releases each route serves (PROTOCOL.md §0). SkyServer's web service
+# (SQL search and image cutouts at /{release}/SkyServerWS/...) exists for DR12
+# and later; DR7-DR11 lived on older sites with other pages. CasJobs keeps a
+# context for every release since DR7. Galaxy Zoo 1's DR7 objects are in every
+# later release, with new objids (a position match finds them).
+SKYSERVER_WS = "SkyServer's web service (SQL search, image cutouts)"
+CASJOBS = "CasJobs"
+RELEASES = {SKYSERVER_WS: range(12, 20), CASJOBS: range(7, 20)}
+
 
 def _url(variable, default):
     return os.environ.get(variable, default).rstrip("/")
@@ -96,6 +105,22 @@ def retries():
 
 def backoff_seconds():
     return _positive_float("SDSS_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS)
+
+
+def describe_releases(route):
+    """'DR12 to DR19' for a route of :data:`RELEASES`."""
+    numbers = RELEASES[route]
+    return f"DR{numbers[0]} to DR{numbers[-1]}"
+
+
+def check_release(data_release, routes):
+    """Refuse, before any request, a release one of ``routes`` (keys of :data:`RELEASES`) does not serve."""
+    number = int(data_release.upper().removeprefix("DR"))
+    for route in routes:
+        if number not in RELEASES[route]:
+            raise UsageError(
+                f"data_release {data_release}: {route} serves {describe_releases(route)}; use one of those "
+                f"(e.g. DR17; Galaxy Zoo 1's DR7 galaxies are in every later release)")
 
 
 def check_all():

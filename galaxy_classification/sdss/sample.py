@@ -88,6 +88,8 @@ def _check_arguments(sample, login):
     if sample.image_data and not MIN_CUTOUT_SIZE <= sample.image_size <= MAX_CUTOUT_SIZE:
         raise UsageError(f"image_size must be between {MIN_CUTOUT_SIZE} and {MAX_CUTOUT_SIZE} pixels for SDSS "
                          f"cutouts (the image service clamps to that range), got {sample.image_size}")
+    routes = [config.CASJOBS if login else config.SKYSERVER_WS] + ([config.SKYSERVER_WS] if sample.image_data else [])
+    config.check_release(sample.data_release, routes)
     config.check_all()  # environment settings fail now, not half-way through a download
 
 

@@ -12,15 +12,25 @@ is split in two so the parsing can be tested on canned replies
 Which failures are worth another try is decided in one place, for every path
 (SQL search, CasJobs, cutouts), following ``PROTOCOL.md`` §8.1:
 
-- transient: 429 (after its ``Retry-After``), 502, 503, 504, refused or reset
-  connections, a body cut off mid-way, an HTML page whatever its status, and
-  SkyServer's "Maximum 60 queries allowed per minute" refusal (after a whole
-  query window); a cutout 500 ("drawing failed") only a bounded few times;
-- permanent, raised at once: SQL errors (500/400 JSON ``ErrorMessage`` /
-  ``Error Message``), other ``error_message`` rows, 400 bad parameters, 404
-  outside the footprint, 401, a rejected login, and a SQL reply that did not
-  come within ``SDSS_SQL_TIMEOUT`` (the server may still be running the query,
-  so it is never sent again).
+- transient: 429 (after its ``Retry-After``), 502, 503, 504, reset
+  connections, a body cut off mid-way, an HTML page whatever its status (but
+  404), and SkyServer's "Maximum 60 queries allowed per minute" refusal (after
+  a whole query window);
+- transient a bounded few times (:data:`BOUNDED_RETRIES`): an error document
+  whose words are SQL Server's transient family (a deadlock victim, an
+  execution timeout, a lost connection to the database, a server too busy:
+  SkyServerWS turns *every* exception into the same 500 JSON, so only the words
+  tell a hiccup from a bad query), a cutout 500 of any kind (a drawing failure,
+  an exception in the image service), and a service that cannot be reached at
+  all (name resolution, no route, refused: said plainly, with ``--synthetic``
+  as the offline way);
+- permanent, raised at once: SQL errors that are the query's fault (500/400
+  JSON ``ErrorMessage`` / ``Error Message`` in other words), other
+  ``error_message`` rows, 400 bad parameters, an HTML 404 page (a wrong
+  address, or a release without that service: the URL is named), 404 outside
+  the footprint, 401, a rejected login, and a SQL reply that did not come
+  within ``SDSS_SQL_TIMEOUT`` (the server may still be running the query, so
+  it is never sent again).
 
 :func:`call_with_retries` is the one loop that acts on that verdict, with
 exponential back-off and jitter. urllib3's own ``Retry`` is not used for it:
@@ -32,12 +42,14 @@ tracebacks. Service locations and timeouts come from :mod:`config`.
 """
 
 import csv
+import errno
 import getpass
 import io
 import json
 import os
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -46,7 +58,7 @@ import numpy as np
 import requests
 from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader, ReadTimeoutError
+from urllib3.exceptions import InvalidHeader, NameResolutionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from galaxy_classification.errors import CutoutBodyError, SDSSQueryError  # noqa: F401 (raised here, named here by callers)
@@ -56,7 +68,15 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 TASK_NAME = "galaxy_classification"
 USER_AGENT = "galaxy-classification (python-requests)"
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
-SERVER_ERROR_RETRIES = 2  # a 500 that is not a SQL error (a cutout "drawing failed") gets this many more tries
+BOUNDED_RETRIES = 3  # more tries for a failure that is transient only a few times (a deadlock, a drawing failure)
+UNREACHABLE_RETRIES = 2  # a service that cannot be reached at all: a few seconds, then say so
+# SQL Server's transient family, as SkyServerWS and CasJobs pass it on in their error documents
+TRANSIENT_SQL_WORDS = (
+    "deadlocked", "deadlock victim", "rerun the transaction", "execution timeout expired",
+    "timeout period elapsed", "network-related or instance-specific error",
+    "error occurred while establishing a connection", "transport-level error", "server is too busy",
+    "server is busy", "too busy", "try again later",
+)
 QUERY_LIMIT_TEXT = "queries allowed per minute"
 LOCKOUT_ADVICE = (
     "The login is not retried: the SciServer account locks for 10 minutes after 3 failed attempts. "
@@ -125,11 +145,38 @@ def send(session, request, read_timeout=None, sql=False, allow_redirects=True):
                 "It was not sent again, because the server may still be running it. Raise SDSS_SQL_TIMEOUT "
                 "(SkyServer itself stops a query after 600 s), or ask for fewer galaxies or narrower limits."
             ) from None
+        unreachable = _unreachable_reason(error)
+        if unreachable:
+            raise SDSSQueryError(
+                f"cannot reach SDSS ({unreachable}): {where}. Check the network (or SDSS_SKYSERVER_URL / "
+                "SDSS_CASJOBS_URL); offline, use a synthetic sample: sdss_query.py --synthetic "
+                "(source='synthetic')", transient=True, max_retries=UNREACHABLE_RETRIES) from None
         cut_off = isinstance(error, (requests.exceptions.ChunkedEncodingError,
                                      requests.exceptions.ContentDecodingError))
         what = "the reply was cut off mid-way" if cut_off else "no reply"
         raise SDSSQueryError(f"{what} from {where}: {_short(error)}", transient=True) from None
     return response
+
+
+def _unreachable_reason(error):
+    """Why no connection could be made at all (no name, no route, refused), or None."""
+    if not isinstance(error, requests.exceptions.ConnectionError) or _is_read_timeout(error):
+        return None
+    seen, pending = set(), [error]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, NameResolutionError) or isinstance(cause, socket.gaierror):
+            return "the host name does not resolve: no network?"
+        if isinstance(cause, (ConnectionRefusedError,)):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "no route to the host: no network?"
+        pending += [getattr(cause, "reason", None), cause.__cause__, cause.__context__,
+                    *[argument for argument in getattr(cause, "args", ()) if isinstance(argument, BaseException)]]
+    return None
 
 
 def _is_read_timeout(error):
@@ -232,16 +279,22 @@ def is_html(text, content_type=""):
     return text.lstrip()[:1] == "<" or "text/html" in (content_type or "").lower()
 
 
-def raise_for_service_error(service, status, content_type, text, headers=None, reason=None):
+def raise_for_service_error(service, status, content_type, text, headers=None, reason=None, url=None):
     """Raise SDSSQueryError for any reply that is not data, saying whether it is
     worth another try (PROTOCOL.md §8.1). Returns for a 200 that is not HTML.
 
     ``text`` is the body as text; a cutout's JPEG body arrives as its reason
-    phrase instead, since the picture of an error says nothing.
+    phrase instead, since the picture of an error says nothing. ``url`` (the
+    request's, without its query) is named when the address itself is wrong.
     """
     headers = headers or {}
     message = service_message(text) if text else (reason or "(empty reply)")
     if is_html(text, content_type):
+        if status == 404:  # IIS's "404 - File or directory not found.": no such service there
+            raise SDSSQueryError(
+                f"{service}: no such page at {url or 'the requested address'} (HTTP 404: {message}); the service "
+                f"URL is wrong, or the data release has no such service (SkyServer's web service serves "
+                f"{config.describe_releases(config.SKYSERVER_WS)})", status_code=404)
         # maintenance pages, load balancers, "Skyserver Error ... try again later"
         raise SDSSQueryError(f"{service} sent an HTML page instead of data (HTTP {status}): {message}",
                              status_code=status, transient=True, retry_after=_retry_after(headers))
@@ -250,12 +303,22 @@ def raise_for_service_error(service, status, content_type, text, headers=None, r
     if status in RETRIED_STATUSES:
         raise SDSSQueryError(f"{service} is busy or unavailable (HTTP {status}): {message}",
                              status_code=status, transient=True, retry_after=_retry_after(headers))
-    if _json_error_message(text) is not None or status < 500:
+    document_message = _json_error_message(text)
+    if document_message is not None and is_transient_sql_error(document_message):
+        raise SDSSQueryError(f"{service} failed for now (HTTP {status}): {message}", status_code=status,
+                             transient=True, max_retries=BOUNDED_RETRIES)
+    if document_message is not None or status < 500:
         # the service's own error document: the SQL or a parameter is wrong; 4xx: our request is
         raise SDSSQueryError(f"{service} failed (HTTP {status}): {message}", status_code=status)
     # a 500 without an error document (a cutout "drawing failed", a crashed page): a few more tries
     raise SDSSQueryError(f"{service} failed (HTTP {status}): {message}", status_code=status,
-                         transient=True, max_retries=SERVER_ERROR_RETRIES)
+                         transient=True, max_retries=BOUNDED_RETRIES)
+
+
+def is_transient_sql_error(message):
+    """Whether a service's error message is one of SQL Server's passing hiccups rather than the query's fault."""
+    words = " ".join(message.lower().split())
+    return any(phrase in words for phrase in TRANSIENT_SQL_WORDS)
 
 
 def _json_error_message(text):
@@ -362,7 +425,7 @@ def build_casjobs_request(sql, context, token):
     )
 
 
-def parse_casjobs_response(status, content_type, text, headers=None):
+def parse_casjobs_response(status, content_type, text, headers=None, url=None):
     """``(columns, rows)`` of the first result set. JSON integers become exact
     Python ints, so 64-bit ids survive."""
     if status == 401:
@@ -370,7 +433,7 @@ def parse_casjobs_response(status, content_type, text, headers=None):
             f"CasJobs refused the SciServer token (HTTP 401: {service_message(text)}); it may have expired. "
             "Set a fresh SCISERVER_TOKEN or log in again.", status_code=401,
         )
-    raise_for_service_error("CasJobs query", status, content_type, text, headers)
+    raise_for_service_error("CasJobs query", status, content_type, text, headers, url=url)
     try:
         document = json.loads(text)
         result = document["Result"][0]
@@ -381,11 +444,21 @@ def parse_casjobs_response(status, content_type, text, headers=None):
     return columns, rows
 
 
+def reply_text(reply):
+    """The body as text: UTF-8 whatever the headers say (the services send ``text/plain`` without a charset,
+    which requests would read as ISO-8859-1)."""
+    return reply.content.decode("utf-8", errors="replace")
+
+
+def _address(reply):
+    return reply.url.split("?")[0] if reply.url else None
+
+
 def run_casjobs_query(session, sql, context, token, limiter=None):
     return call_with_retries(
         session, build_casjobs_request(sql, context, token),
         lambda reply: parse_casjobs_response(reply.status_code, reply.headers.get("Content-Type", ""),
-                                             reply.text, reply.headers),
+                                             reply_text(reply), reply.headers, _address(reply)),
         sql=True, read_timeout=config.sql_timeout_seconds(), limiter=limiter,
     )
 
@@ -401,14 +474,14 @@ def build_sql_search_request(sql, data_release):
     )
 
 
-def parse_sql_search_response(status, content_type, text, headers=None):
+def parse_sql_search_response(status, content_type, text, headers=None, url=None):
     """``(columns, rows)`` from a ``#Table1`` CSV reply, every value as text."""
-    raise_for_service_error("SkyServer SQL search", status, content_type, text, headers)
+    raise_for_service_error("SkyServer SQL search", status, content_type, text, headers, url=url)
     first_line, _, table = text.partition("\n")
     if first_line.strip() != "#Table1":
         raise SDSSQueryError(f"SkyServer SQL search sent an unexpected reply: {service_message(text)}",
                              status_code=status)
-    lines = [row for row in csv.reader(io.StringIO(table)) if row]
+    lines = _csv_rows(table, status)
     if not lines:
         raise SDSSQueryError("SkyServer SQL search sent a table without a header line", status_code=status)
     columns, rows = lines[0], lines[1:]
@@ -424,11 +497,34 @@ def parse_sql_search_response(status, content_type, text, headers=None):
     return columns, rows
 
 
+def _csv_rows(table, status):
+    """The CSV's rows, each as wide as the header; SkyServer does not escape a quote inside a quoted
+    field, so such a row is named (by its line of the reply) instead of being read wrong."""
+    rows = []
+    reader = csv.reader(io.StringIO(table), strict=True)
+    try:
+        for row in reader:
+            if row:
+                rows.append((reader.line_num + 1, row))
+    except csv.Error as error:
+        raise SDSSQueryError(f"SkyServer SQL search sent a CSV reply that does not parse at line "
+                             f"{reader.line_num + 1} ({error}): a text column with a quote in it? Select fewer "
+                             "text columns, or CAST them", status_code=status) from None
+    if rows:
+        width = len(rows[0][1])
+        for line, row in rows[1:]:
+            if len(row) != width:
+                raise SDSSQueryError(f"SkyServer SQL search sent a CSV row of {len(row)} fields under a header of "
+                                     f"{width}, at line {line} of the reply: a text column with a quote or a comma "
+                                     "in it? Select fewer text columns, or CAST them", status_code=status)
+    return [row for _, row in rows]
+
+
 def run_sql_search(session, sql, data_release, limiter=None):
     return call_with_retries(
         session, build_sql_search_request(sql, data_release),
         lambda reply: parse_sql_search_response(reply.status_code, reply.headers.get("Content-Type", ""),
-                                                reply.text, reply.headers),
+                                                reply_text(reply), reply.headers, _address(reply)),
         sql=True, read_timeout=config.sql_timeout_seconds(), limiter=limiter,
     )
 
@@ -445,7 +541,7 @@ def build_cutout_request(ra, dec, scale, size, data_release):
     )
 
 
-def parse_cutout_response(status, reason, content_type, body, size, headers=None):
+def parse_cutout_response(status, reason, content_type, body, size, headers=None, url=None):
     """The decoded ``(size, size, 3)`` uint8 image, or SDSSQueryError.
 
     The status is checked before the body: outside the footprint the service
@@ -456,7 +552,12 @@ def parse_cutout_response(status, reason, content_type, body, size, headers=None
     if status == 404 and not is_html(text, content_type):
         raise SDSSQueryError(f"HTTP 404 {reason or 'Not Found'} (permanent: outside the SDSS footprint)",
                              status_code=404)
-    raise_for_service_error("SkyServer image cutout", status, content_type, text, headers, reason)
+    if status >= 500 and status not in RETRIED_STATUSES and not is_html(text, content_type):
+        # a drawing failure (JPEG body) or an exception in the image service (an error document): a few more tries
+        message = service_message(text) if text else (reason or "(empty reply)")
+        raise SDSSQueryError(f"SkyServer image cutout failed (HTTP {status}): {message}", status_code=status,
+                             transient=True, max_retries=BOUNDED_RETRIES)
+    raise_for_service_error("SkyServer image cutout", status, content_type, text, headers, reason, url)
     return decode_cutout(body, size)
 
 
@@ -484,7 +585,7 @@ def fetch_cutout(session, request, size, limiter=None, stop=None):
     with transient failures tried again."""
     def parse(reply):
         parse_cutout_response(reply.status_code, reply.reason, reply.headers.get("Content-Type", ""),
-                              reply.content, size, reply.headers)
+                              reply.content, size, reply.headers, _address(reply))
         return reply.content
 
     return call_with_retries(session, request, parse, limiter=limiter, stop=stop)

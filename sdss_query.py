@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from galaxy_classification import cli
+from galaxy_classification.data import storage
 from galaxy_classification.errors import UsageError
 from galaxy_classification.sdss import parameters
 from galaxy_classification.sdss.label_rules import LABEL_RULES, label_rule
@@ -159,8 +160,7 @@ def _output_directory(out_dir, image_data, shard_size=None):
     if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
         raise UsageError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    storage.check_can_write(out_dir, "out_dir")
     old_images = out_dir / "galaxy_images.npy"
     if not image_data and old_images.exists():
         # a new catalogue beside old images would pair labels with the wrong pictures

@@ -8,10 +8,12 @@ each once, as ``note: ...``:
 ====  ==========================================================================
 code  meaning
 ====  ==========================================================================
-0     done
-1     a service failed (SDSS, a training peer): nothing or part was done
+0     done: every galaxy classified, or some not (each with its reason in the
+      table) unless ``--strict``
+1     a service failed (SDSS, a training peer), or predict / classify could
+      classify none of the galaxies, or (``--strict``) not all of them
 2     a value, file or model that cannot be used: nothing was done
-130   interrupted (Ctrl-C)
+130   interrupted (Ctrl-C; 143 for SIGTERM)
 ====  ==========================================================================
 """
 
@@ -57,7 +59,8 @@ def notes_printed_once():
 
 
 def run(parser: argparse.ArgumentParser, action, input_name: str = None, interrupted: str = "interrupted") -> int:
-    """Call ``action()`` and turn what it raises into one line and an exit code (see the module's table).
+    """Call ``action()`` and turn what it raises into one line and an exit code (see the module's table);
+    an action that returns an int chose its exit code itself.
 
     ``input_name`` names the input in a data file's error when the message does not name an option itself.
     """
@@ -65,7 +68,7 @@ def run(parser: argparse.ArgumentParser, action, input_name: str = None, interru
 
     try:
         with notes_printed_once():
-            action()
+            code = action()
     except (SDSSQueryError, PeerLost) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -77,6 +80,20 @@ def run(parser: argparse.ArgumentParser, action, input_name: str = None, interru
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    return code if type(code) is int else 0  # an action returns its result, or an exit code of its own
+
+
+def classified_exit_code(table, strict: bool = False) -> int:
+    """0 when every galaxy of a predict / classify table was classified (or, without ``strict``, some);
+    1, with one line on stderr, when none was or (``strict``) any was not."""
+    failed = int((table["status"] == "failed").sum()) if "status" in table.columns else 0
+    if len(table) and failed == len(table):
+        print(f"error: none of the {len(table)} galaxies could be classified (each row's reason is in the table)",
+              file=sys.stderr)
+        return 1
+    if failed and strict:
+        print(f"error: {failed} of {len(table)} galaxies could not be classified (--strict)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -145,6 +162,9 @@ FIELD_OF_VIEW_HELP = (
 MODEL_HELP = f"a .keras or .h5 model (default: the shipped {PRETRAINED_MODEL_NAME})"
 TABLE_HELP = "output table: .csv, .ecsv, .fits or .vot (default {})"
 MIN_CONFIDENCE_HELP = "call a galaxy 'uncertain' when its larger probability is below this"
+STRICT_HELP = "exit with status 1 when any galaxy could not be classified (default: only when none could)"
+EXIT_CODES = ("exit status: 0 every galaxy classified (or some, each failure with its reason in the table); "
+              "1 none classified, a service failed, or --strict and some failed; 2 a bad value, file or model")
 
 
 # --------------------------------------------------------------------------- one parser per command
@@ -208,7 +228,8 @@ def evaluate_parser() -> OneLineParser:
 
 
 def predict_parser() -> OneLineParser:
-    parser = OneLineParser(prog=f"{TRAINER} predict", description="Classify galaxy images with a saved model.")
+    parser = OneLineParser(prog=f"{TRAINER} predict", description="Classify galaxy images with a saved model.",
+                           epilog=EXIT_CODES)
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, a directory of images, a CSV with a 'file' column, or a galaxy_images.npy")
     parser.add_argument("--model", default=None, help=MODEL_HELP)
@@ -217,6 +238,7 @@ def predict_parser() -> OneLineParser:
     parser.add_argument("--field-of-view", type=field_of_view, help=FIELD_OF_VIEW_HELP)
     parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
     parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     return parser
 
 
@@ -224,7 +246,7 @@ def classify_parser() -> OneLineParser:
     parser = OneLineParser(prog=f"{TRAINER} classify",
                            description="Classify a catalogue of galaxies (ra, dec [, objid, petroR90_r]): radii "
                                        "looked up in SDSS, cutouts fetched at the model's field of view, a "
-                                       "classified catalogue written.")
+                                       "classified catalogue written.", epilog=EXIT_CODES)
     parser.add_argument("catalogue", metavar="CATALOGUE",
                         help="CSV, ECSV, FITS or VOTable with ra and dec in degrees; optional objid, "
                              "petroR90_r / petroR90_g (arcsec), label")
@@ -237,6 +259,7 @@ def classify_parser() -> OneLineParser:
     parser.add_argument("--workers", type=bounded_int(1, 64), default=8, help="concurrent cutout downloads (default 8)")
     parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
     parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     return parser
 
 
@@ -293,14 +316,14 @@ def _action(command, arguments):
             peer_timeout=arguments.peer_timeout, precision=arguments.precision),
         "evaluate": lambda: face.evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                                           field_of_view=arguments.field_of_view, predictions=arguments.predictions),
-        "predict": lambda: face.predict(arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
-                                        field_of_view=arguments.field_of_view,
-                                        min_confidence=arguments.min_confidence,
-                                        part=_part_or_environment(arguments.part)),
-        "classify": lambda: face.classify(arguments.catalogue, arguments.model, arguments.out,
-                                          login=not arguments.no_login, data_release=arguments.data_release,
-                                          workers=arguments.workers, min_confidence=arguments.min_confidence,
-                                          part=_part_or_environment(arguments.part)),
+        "predict": lambda: classified_exit_code(face.predict(
+            arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
+            field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence,
+            part=_part_or_environment(arguments.part)), arguments.strict),
+        "classify": lambda: classified_exit_code(face.classify(
+            arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
+            data_release=arguments.data_release, workers=arguments.workers,
+            min_confidence=arguments.min_confidence, part=_part_or_environment(arguments.part)), arguments.strict),
         "merge": lambda: parts.merge(arguments.out),
         "ensemble": save_ensemble,
     }
@@ -319,4 +342,10 @@ def trainer_main(argv=None) -> int:
     arguments = parser.parse_args(argv)
     quiet.show_logs(arguments.verbose)
     input_name = {"predict": "PATH", "classify": "CATALOGUE"}.get(command, "--data")
-    return run(parser, _action(command, arguments), input_name)
+    action = _action(command, arguments)
+
+    def checked_action():
+        quiet.check_backend()  # before Keras starts: a misspelt or missing backend would raise from inside it
+        return action()
+
+    return run(parser, checked_action, input_name)

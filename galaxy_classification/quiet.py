@@ -19,6 +19,24 @@ import os
 import sys
 
 _show_logs = False
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
+                   "openvino": "openvino"}
+
+
+def check_backend():
+    """Refuse, before Keras starts, a ``KERAS_BACKEND`` that is not a Keras backend or is not installed."""
+    import importlib.util
+
+    from galaxy_classification.errors import UsageError
+
+    name = os.environ.get("KERAS_BACKEND")
+    if name is None:
+        return
+    if name not in BACKEND_MODULES:
+        raise UsageError(f"KERAS_BACKEND={name!r} is not a Keras backend; use tensorflow (the default), jax or torch")
+    if importlib.util.find_spec(BACKEND_MODULES[name]) is None:
+        raise UsageError(f"KERAS_BACKEND={name}, but {BACKEND_MODULES[name]} is not installed: install it, or unset "
+                         "KERAS_BACKEND to use TensorFlow")
 
 
 def show_logs(show=True):

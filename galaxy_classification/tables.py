@@ -41,7 +41,7 @@ def explore_url(objid, data_release):
     """SkyServer's object explorer page of ``objid`` in ``data_release`` ('' without an objid)."""
     objid = str(objid).strip()
     number = data_release.upper().removeprefix("DR") if isinstance(data_release, str) else ""
-    if not objid.isdigit() or not number.isdigit():
+    if not (objid.isascii() and objid.isdigit() and number.isascii() and number.isdigit()):
         return ""
     template = EXPLORE_URL_DR7 if int(number) <= 7 else EXPLORE_URL
     return template.format(release=data_release.lower(), objid=objid)
@@ -85,7 +85,7 @@ def to_astropy(frame, meta=None, votable=False):
 
 
 def _all_digits(values):
-    return len(values) > 0 and all(str(value).isdigit() for value in values)
+    return len(values) > 0 and all(str(value).isascii() and str(value).isdigit() for value in values)
 
 
 def write_table(frame, path, meta=None):

@@ -123,7 +123,7 @@ def test_loading_a_bad_model_file_names_it(tmp_path):
     with pytest.raises(ValueError, match="--model .*absent.keras: no such file"):
         model_files.load_model(tmp_path / "absent.keras")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras: not a loadable Keras model"):
+    with pytest.raises(ValueError, match="broken.keras: not a complete .keras file"):
         model_files.load_model(tmp_path / "broken.keras")
     with pytest.raises(ValueError, match="expected a .keras or .h5"):
         model_files.load_model(tmp_path / "model.pt")

@@ -179,22 +179,42 @@ def _is_grey(frame):
     return np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 1], frame[..., 2])
 
 
+# The largest image decoded: a header claiming more is refused before any pixel is read (a decompression
+# bomb, or a survey mosaic rather than a cutout). SDSS cutouts are at most 2048² (4.2 million pixels).
+MAX_IMAGE_PIXELS = 64 * 2**20
+
+
 def decode_image(path, min_side=None):
     """RGB uint8 ``(h, w, 3)`` array of one image file, or DataFileError naming it.
 
     ``min_side``: the smallest side the caller needs. A JPEG then decodes in
     Pillow's draft mode at 1/2, 1/4 or 1/8 scale, the smallest that still has
-    ``min_side`` pixels a side: several times faster than a full decode.
+    ``min_side`` pixels a side: several times faster than a full decode. An
+    image of more than :data:`MAX_IMAGE_PIXELS` pixels is refused.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice that; here anything above ours is refused
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataFileError(f"{path}: {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} an image "
+                                    "may have (a cutout, not a mosaic)")
             if min_side is not None and image.format == "JPEG":
                 image.draft("RGB", (min_side, min_side))
             return _eight_bit_rgb(image, path)
+    except DataFileError:
+        raise
     except FileNotFoundError:
         raise DataFileError(f"{path}: image file missing") from None
+    except Image.DecompressionBombError as error:
+        raise DataFileError(f"{path}: too many pixels to decode ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataFileError(f"{path}: unreadable image ({error})") from None
 

@@ -21,6 +21,33 @@ import pandas as pd
 
 from galaxy_classification.errors import DataFileError, UsageError
 
+
+def check_can_write(path, option, directory=True):
+    """Refuse, before any work or request, an output that cannot be written.
+
+    ``path`` is a directory to write into (``directory=True``) or a file. What
+    does not exist yet is fine as long as its nearest existing ancestor is a
+    directory this process can create files in (tried, not guessed from the
+    permission bits). Nothing is created.
+    """
+    import tempfile
+
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
+    ancestor = path if directory else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {path}: {ancestor} is a file, not a directory")
+    try:
+        tempfile.TemporaryFile(dir=ancestor).close()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write in {ancestor} ({error.strerror or error})") from None
+
+
 CATALOGUE_FILE = "galaxy_data.csv"
 IMAGES_FILE = "galaxy_images.npy"
 LABELS_FILE = "galaxy_labels.npy"

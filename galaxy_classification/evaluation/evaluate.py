@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_classification import tables
-from galaxy_classification.data import datasets, image_stores
+from galaxy_classification.data import datasets, image_stores, storage
 from galaxy_classification.inference.results import catalogue_objids, data_release_of, results_table, write_results
 
 
@@ -47,6 +47,7 @@ def evaluate(model, data, out=".", progress: bool = True, crop: float = None, fi
     from galaxy_classification.model import files as model_files
 
     tables.table_format(predictions)
+    storage.check_can_write(out, "--out")
     classifier = model_files.load_classifier(model)
     galaxies = datasets.open_training_data(data, field_of_view)
     crops = classifier.crop_policy(crop).crops(galaxies, what=str(galaxies.path))

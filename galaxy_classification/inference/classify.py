@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_classification import CLASS_NAMES, tables
-from galaxy_classification.data import image_stores
+from galaxy_classification.data import image_stores, storage
 from galaxy_classification.data.field_of_view import FieldOfView
 from galaxy_classification.errors import CatalogueError
 from galaxy_classification.inference import parts
@@ -79,9 +79,9 @@ def checked_positions(table, path):
     if columns["objid"] is not None:
         objids = [text.strip() for text in table[columns["objid"]]]
         for row, objid in enumerate(objids):
-            if objid and not objid.isdigit():
+            if objid and not lookup.is_objid(objid):
                 raise CatalogueError(f"{path}: row {row + 2}, column {columns['objid']}: objid {objid!r} is not an "
-                                     "SDSS objid (digits only)")
+                                     "SDSS objid (ASCII digits 0-9, at most 20 of them, below 2^64)")
     radii = {}
     for name in RADIUS_COLUMNS:
         if columns[name] is not None:
@@ -141,6 +141,7 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
     config.check_release(release, [config.CASJOBS if login else config.SKYSERVER_WS, config.SKYSERVER_WS])
     workers = parameters.positive_integer("workers", workers)
     tables.table_format(out)
+    storage.check_can_write(out, "--out", directory=False)
     table = read_catalogue(catalogue_path)  # bad input fails before the model loads
     checked_positions(table, catalogue_path)
     classifier = model_files.load_classifier(model)

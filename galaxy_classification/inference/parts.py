@@ -61,6 +61,9 @@ def part_path(out, part):
 
 def merge(out):
     """Join the ``OUT.part-k-of-N`` tables of a run split into parts into ``out``; return the table."""
+    from galaxy_classification.data import storage
+
+    storage.check_can_write(out, "OUT", directory=False)
     table = merge_parts(out)
     print(f"wrote {out}: {len(table)} rows from its parts")
     return table

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_classification import CLASS_NAMES, tables
-from galaxy_classification.data import datasets, image_stores
+from galaxy_classification.data import datasets, image_stores, storage
 from galaxy_classification.errors import note
 from galaxy_classification.inference import parts
 from galaxy_classification.inference.results import (
@@ -57,6 +57,7 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
     from galaxy_classification.model import files as model_files
 
     tables.table_format(out)
+    storage.check_can_write(out, "--out", directory=False)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
     classifier = model_files.load_classifier(model)
     offsets = np.cumsum([0] + [len(galaxies) for galaxies in inputs])

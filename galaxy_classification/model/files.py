@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_classification import CLASS_NAMES, PRETRAINED_MODEL_NAME
+from galaxy_classification.data import storage
 from galaxy_classification.data.field_of_view import CropPolicy, FieldOfView
 from galaxy_classification.errors import ModelFileError, note
 from galaxy_classification.model.preprocessing import GalaxyPreprocessing
@@ -67,6 +68,7 @@ class Classifier:
     name: str = ""
     sha256: str = ""
     temperature: float = 1.0  # a record: the network's weights already hold it
+    path: Path = None
 
     def crop_policy(self, override=None):
         """The crops that show new frames the sky this model was trained on (``override``: ``--crop``)."""
@@ -137,12 +139,18 @@ def combine(classifiers, stem):
 
     if len(classifiers) < 2:
         raise ModelFileError(f"MODEL: an ensemble needs at least 2 models, got {len(classifiers)}")
+    seen = {}
+    for classifier in classifiers:
+        if classifier.sha256 in seen:
+            raise ModelFileError(f"MODEL: {_named(classifier)} is the same model as {_named(seen[classifier.sha256])}; "
+                                 "a model averaged with itself is no ensemble")
+        seen[classifier.sha256] = classifier
     first = classifiers[0]
     for other in classifiers[1:]:
         mine, theirs = _viewing(first), _viewing(other)
         if mine != theirs:
-            raise ModelFileError(f"MODEL: {other.name} sees {theirs}, {first.name} sees {mine}: the members of an "
-                             "ensemble must take the same input (image_size, crop, view, trained field, band)")
+            raise ModelFileError(f"MODEL: {_named(other)} sees {theirs}, {_named(first)} sees {mine}: the members of "
+                                 "an ensemble must take the same input (image_size, crop, view, trained field, band)")
     members = [keras.Model(classifier.network.inputs[0], classifier.network.outputs[0], name=f"member_{index}")
                for index, classifier in enumerate(classifiers)]
     field = None if first.trained_field is None else FieldOfView(first.trained_field, band=first.band)
@@ -154,10 +162,15 @@ def save_ensemble(model_paths, out="ensemble.keras") -> Path:
     out = Path(out)
     if out.suffix.lower() != ".keras":
         raise ModelFileError(f"--out {out}: expected a .keras file name (the .h5 is written beside it)")
+    storage.check_can_write(out, "--out", directory=False)
     classifiers = [load_classifier(path) for path in model_paths]
     h5_path, keras_path = combine(classifiers, out.with_suffix(""))
     print(f"saved {keras_path} (the mean of {len(classifiers)} models' probabilities) and {h5_path}")
     return keras_path
+
+
+def _named(classifier):
+    return str(classifier.path or classifier.name)
 
 
 def _viewing(classifier):
@@ -198,19 +211,23 @@ def load_model(path):
         raise ModelFileError(f"--model {path}: expected a .keras or .h5 file")
     if not path.is_file():
         raise ModelFileError(f"--model {path}: no such file")
+    _check_container(path)
     try:
         model = keras.models.load_model(
             path, custom_objects={"GalaxyPreprocessing": GalaxyPreprocessing}, compile=False
         )
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ModelFileError(f"--model {path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # Keras raises many kinds for a file it cannot rebuild a model from
+        raise ModelFileError(f"--model {path}: not a loadable Keras model ({type(error).__name__}: "
+                             f"{(str(error).splitlines() or [''])[0][:200]})") from None
     checksum = hashlib.sha256(path.read_bytes()).hexdigest()
     preprocessing = [layer for layer in model.layers if isinstance(layer, GalaxyPreprocessing)]
     if preprocessing:
         layer = preprocessing[0]
         network = model.layers[model.layers.index(layer) + 1]
+        _check_input_and_output(path, network)
         return _noted(Classifier(model, network, layer.image_size, layer.crop_fraction, layer.view_petro_radii,
-                                 layer.trained_field, layer.band, path.name, checksum, layer.temperature))
+                                 layer.trained_field, layer.band, path.name, checksum, layer.temperature, path))
+    _check_input_and_output(path, model)
     height, width = model.input_shape[1:3]
     if height is None or height != width:
         raise ModelFileError(f"--model {path}: takes {model.input_shape}, expected square images")
@@ -218,7 +235,35 @@ def load_model(path):
     crop = record.get("crop_fraction", 1.0)
     return _noted(Classifier(wrap_for_saving(model, crop, height), model, height, crop,
                              record.get("view_petro_radii"), record.get("trained_field"), record.get("band"),
-                             path.name, checksum, record.get("temperature", 1.0)))
+                             path.name, checksum, record.get("temperature", 1.0), path))
+
+
+def _check_container(path):
+    """A .keras is a zip archive and a .h5 an HDF5 file: anything else is damaged or truncated."""
+    import zipfile
+
+    import h5py
+
+    complete = zipfile.is_zipfile(path) if path.suffix.lower() == ".keras" else h5py.is_hdf5(path)
+    if not complete:
+        kind = "zip archive" if path.suffix.lower() == ".keras" else "HDF5 file"
+        raise ModelFileError(f"--model {path}: not a complete {path.suffix} file (not a {kind}: truncated, or "
+                             "damaged in transfer?)")
+
+
+def _check_input_and_output(path, network):
+    """A network this tool can use: one RGB image input (batch, h, w, 3), two class probabilities out."""
+    shapes = network.input_shape, network.output_shape
+    if not all(isinstance(shape, tuple) and shape and not isinstance(shape[0], tuple) for shape in shapes):
+        raise ModelFileError(f"--model {path}: takes {shapes[0]} and gives {shapes[1]}; expected one image in "
+                             "and one pair of probabilities out")
+    if len(shapes[0]) != 4 or shapes[0][-1] != 3:
+        raise ModelFileError(f"--model {path}: takes input of shape {shapes[0]}; expected RGB images "
+                             "(batch, height, width, 3)")
+    if len(shapes[1]) != 2 or shapes[1][-1] != len(CLASS_NAMES):
+        raise ModelFileError(f"--model {path}: gives output of shape {shapes[1]}; expected the {len(CLASS_NAMES)} "
+                             f"probabilities ({', '.join(CLASS_NAMES)}) of a softmax (a single sigmoid or another "
+                             "number of classes cannot be read as spiral or elliptical)")
 
 
 def _noted(classifier):

@@ -98,7 +98,7 @@ def retries():
     text = os.environ.get("SDSS_RETRIES")
     if text is None or text == "":
         return DEFAULT_RETRIES
-    if not text.strip().isdigit():
+    if not (text.strip().isascii() and text.strip().isdigit()):
         raise UsageError(f"environment variable SDSS_RETRIES must be a whole number >= 0, got {text!r}")
     return int(text)
 

@@ -6,20 +6,28 @@ batched queries through CasJobs (with a token) or the SQL search. The SQL is
 built only from validated numbers and digit-only objids.
 """
 
+import re
+
 import pandas as pd
 
 from galaxy_classification.errors import UsageError
 from galaxy_classification.sdss import catalogue, skyserver
 
 MATCH_RADIUS_ARCSEC = 2.0
+_OBJID = re.compile(r"[0-9]{1,20}")
+
+
+def is_objid(text: str) -> bool:
+    """An SDSS objid as text: ASCII digits only (not '²' or full-width ones), an unsigned 64-bit number."""
+    return bool(_OBJID.fullmatch(text)) and int(text) < 2**64
 LOOKUP_BATCH = 100  # rows per lookup query: the SQL search carries its query in the URL
 
 
 
 def objid_lookup_sql(objids):
     """Radii and positions of the galaxies with these objids (digits only)."""
-    if not all(objid.isdigit() for objid in objids):
-        raise UsageError("objids must be digits only")
+    if not all(is_objid(objid) for objid in objids):
+        raise UsageError("objids must be ASCII digits, at most 20 of them, below 2^64")
     return ("SELECT g.objID AS objid, g.ra, g.dec, g.petroR90_r, g.petroR90_g FROM Galaxy AS g "
             f"WHERE g.objID IN ({', '.join(objids)})")
 

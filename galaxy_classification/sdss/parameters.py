@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from galaxy_classification.errors import UsageError
 
 GALAXY_TYPES = ("both", "spiral", "elliptical")
-DATA_RELEASE_PATTERN = re.compile(r"DR(\d+)", re.IGNORECASE)
+DATA_RELEASE_PATTERN = re.compile(r"DR([0-9]{1,3})", re.IGNORECASE)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
+MAX_GALAXIES = 500_000  # SkyServer's row limit for one query
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ def validate_sample_parameters(
 ):
     """Return a :class:`SampleParameters`, or raise ``ValueError`` naming the bad parameter."""
     n_galaxies = positive_integer("n_galaxies", n_galaxies)
+    if n_galaxies > MAX_GALAXIES:
+        raise UsageError(f"n_galaxies must be at most {MAX_GALAXIES:,} (SkyServer returns at most that many rows a "
+                         f"query; write larger samples in several runs), got {n_galaxies}")
     galaxy_type = galaxy_type_name(galaxy_type)
     lower_z, upper_z = number_range("lower_z_limit", lower_z_limit, "upper_z_limit", upper_z_limit)
     lower_flux, upper_flux = number_range(

@@ -9,7 +9,7 @@ and the report's pictures.
 
 from pathlib import Path
 
-from galaxy_classification.data import datasets
+from galaxy_classification.data import datasets, storage
 from galaxy_classification.model import precision as precision_module
 from galaxy_classification.training.loop import (
     TrainedMembers,
@@ -76,6 +76,7 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
 
     if precision is not None:  # a wrong name is said before any data is read
         precision_module.check(precision)
+    storage.check_can_write(out, "--out")
     # first: a multi-worker strategy must exist before TensorFlow's runtime starts
     distribution = distribution_module.choose(distribute, peer_timeout)
     plan = plan_training(data, preset, TrainingOptions(epochs, batch_size, image_size, crop, precision),

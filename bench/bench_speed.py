@@ -106,7 +106,7 @@ def pipeline_epoch(galaxies, settings, cache_dir, warm_up=True):
 
     crops = plan.crop_policy(settings).crops(galaxies)
     started = time.perf_counter()
-    images, prepare = loop.training_images(galaxies, cache_dir, crops, settings.image_size, False)
+    images, prepare = loop.training_images(galaxies, cache_dir / "cache", crops, settings.image_size, False)
     prepared = time.perf_counter() - started
     rows = np.arange(len(galaxies))
     augment = settings.augment

@@ -58,6 +58,31 @@ def notes_printed_once():
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``), raised like Ctrl-C so every cleanup runs."""
+
+
+@contextlib.contextmanager
+def terminate_like_interrupt():
+    """While the command runs, SIGTERM unwinds the stack as Ctrl-C does: no half-written file or staging
+    folder is left behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signal_number, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(parser: argparse.ArgumentParser, action, input_name: str = None, interrupted: str = "interrupted") -> int:
     """Call ``action()`` and turn what it raises into one line and an exit code (see the module's table);
     an action that returns an int chose its exit code itself.
@@ -67,7 +92,7 @@ def run(parser: argparse.ArgumentParser, action, input_name: str = None, interru
     from galaxy_classification.errors import DataFileError
 
     try:
-        with notes_printed_once():
+        with notes_printed_once(), terminate_like_interrupt():
             code = action()
     except (SDSSQueryError, PeerLost) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -77,9 +102,9 @@ def run(parser: argparse.ArgumentParser, action, input_name: str = None, interru
         parser.error(message if message.startswith("--") or input_name is None else f"{input_name}: {message}")
     except UsageError as error:
         parser.error(str(error))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         print(interrupted, file=sys.stderr)
-        return 130
+        return 143 if isinstance(error, Terminated) else 130
     return code if type(code) is int else 0  # an action returns its result, or an exit code of its own
 
 

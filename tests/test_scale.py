@@ -83,15 +83,17 @@ def test_parts_cover_every_row_once_and_merge_to_the_unsharded_table(one_and_sha
 
 def test_an_incomplete_or_mixed_merge_is_refused(tmp_path, capsys):
     for k in (0, 2):
-        pd.DataFrame({"row": [k], "p_elliptical": [0.5]}).to_csv(tmp_path / f"p.part-{k}-of-3.csv", index=False)
+        pd.DataFrame({"row": [k], "rows_in_run": [3], "p_elliptical": [0.5]}).to_csv(tmp_path / f"p.part-{k}-of-3.csv", index=False)
     with pytest.raises(SystemExit):
         quick_cnn_trainer.main(["merge", str(tmp_path / "p.csv")])
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "1 of 3 parts missing" in error and "k = 1" in error
-    pd.DataFrame({"row": [0], "p_elliptical": [0.5]}).to_csv(tmp_path / "p.part-1-of-3.csv", index=False)
+    pd.DataFrame({"row": [0], "rows_in_run": [3], "p_elliptical": [0.5]}).to_csv(tmp_path / "p.part-1-of-3.csv",
+                                                                                index=False)
     with pytest.raises(ValueError, match="more than one part"):
         parts.merge_parts(tmp_path / "p.csv")
-    pd.DataFrame({"row": [0], "p_elliptical": [0.5]}).to_csv(tmp_path / "p.part-0-of-2.csv", index=False)
+    pd.DataFrame({"row": [0], "rows_in_run": [2], "p_elliptical": [0.5]}).to_csv(tmp_path / "p.part-0-of-2.csv",
+                                                                                index=False)
     with pytest.raises(ValueError, match="different splits"):
         parts.merge_parts(tmp_path / "p.csv")
 

@@ -10,6 +10,7 @@
 Nothing here imports TensorFlow.
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,44 @@ class ForgivingImageFiles(ImageFiles):
         if _is_grey(frame):
             self.grey.add(index)
         return frame
+
+
+@dataclass
+class FrameAudit:
+    """What a set of training frames holds that a model does badly on: the notes prediction gives
+    (frames without colour, blank frames, frames too small for the model's view, frames not square),
+    gathered while the frames are read anyway and said in one note."""
+
+    looked_at: int = 0
+    sampled: bool = False
+    grey: list = field(default_factory=list)
+    blank: list = field(default_factory=list)
+    small: list = field(default_factory=list)
+    not_square: list = field(default_factory=list)
+
+    def look(self, frame, name, needed_side=None):
+        """Look at one frame; ``needed_side`` is the side in pixels the model's view needs of it."""
+        self.looked_at += 1
+        height, width = frame.shape[:2]
+        if frame.max() == frame.min():
+            self.blank.append(name)
+        elif _is_grey(frame):
+            self.grey.append(name)
+        if needed_side is not None and 2 * min(height, width) < needed_side:
+            self.small.append(name)
+        if height != width:
+            self.not_square.append(name)
+
+    def summary(self):
+        """One sentence of what was found, or None."""
+        found = [(len(names), what, names[0]) for names, what in (
+            (self.blank, "blank (one colour)"), (self.grey, "without colour (grey)"),
+            (self.small, "too small for the model's view (upsampled more than 2x)"),
+            (self.not_square, "not square (squeezed to a square)")) if names]
+        if not found:
+            return None
+        among = f"of a sample of {self.looked_at}" if self.sampled else f"of {self.looked_at}"
+        return "; ".join(f"{count} {among} frames {what}, e.g. {example}" for count, what, example in found)
 
 
 def _is_grey(frame):

@@ -56,9 +56,10 @@ def read_rows(images, rows, min_side=None, pool=None):
     return list(pool.map(reader, rows)) if pool is not None else [reader(row) for row in rows]
 
 
-def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_float=False):
+def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_float=False, audit=None):
     """The frames of ``rows`` cropped (``crops[row]``) and resized, in order:
-    uint8, or float32 in [0, 1] with ``as_float`` (the network's input)."""
+    uint8, or float32 in [0, 1] with ``as_float`` (the network's input).
+    ``audit`` (a :class:`FrameAudit`) looks at every frame read."""
     from galaxy_classification.model import preprocessing
 
     convert = preprocessing.preprocess_images if as_float else preprocessing.preprocess_to_uint8
@@ -68,15 +69,34 @@ def preprocess_rows(images, rows, crops, image_size, pool=None, draft=True, as_f
         positions = np.flatnonzero(crops[rows] == crop)
         if isinstance(images, NpyImages) and crop < 1.0:  # read only the kept square: 1 / crop² fewer bytes
             window = preprocessing.centre_window(*images.shape[1:3], crop)
-            output[positions] = np.asarray(convert(images.read(rows[positions], window), 1.0, image_size))
+            windows = images.read(rows[positions], window)
+            for row, frame in zip(rows[positions], windows) if audit is not None else ():
+                audit.look(frame, f"row {row}", image_size)
+            output[positions] = np.asarray(convert(windows, 1.0, image_size))
             continue
         frames = read_rows(images, rows[positions], draft_side(crop, image_size) if draft else None, pool)
+        for row, frame in zip(rows[positions], frames) if audit is not None else ():
+            audit.look(frame, _frame_name(images, row), draft_side(crop, image_size))
         shapes = [frame.shape for frame in frames]
         for shape in set(shapes):
             picks = [index for index, other in enumerate(shapes) if other == shape]
             output[positions[picks]] = np.asarray(convert(np.stack([frames[index] for index in picks]),
                                                           float(crop), image_size))
     return output
+
+
+def _frame_name(images, row):
+    return images.paths[row].name if hasattr(images, "paths") else f"row {row}"
+
+
+def audit_sample(images, crops, image_size, audit, size=256):
+    """Look at up to ``size`` frames spread over ``images`` (training that reads its frames as they are)."""
+    rows = np.unique(np.linspace(0, len(images) - 1, min(size, len(images))).astype(int))
+    audit.sampled = len(rows) < len(images)
+    for row in rows:
+        frame = images.read(np.array([row]))[0] if isinstance(images, NpyImages) else images.read_one(row)
+        audit.look(frame, _frame_name(images, row), draft_side(float(crops[row]), image_size))
+    return audit
 
 
 # --------------------------------------------------------------------------- the cache
@@ -104,18 +124,18 @@ def cache_path(data, cache_dir, crops, image_size, draft=True):
     return Path(cache_dir) / f"{stem}-crop{crop_name}-{image_size}px-{cache_key(data, crops, image_size, draft)}.npy"
 
 
-def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=True):
+def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=True, audit=None):
     """An :class:`NpyImages` of every frame of ``data`` cropped (``crops``, one
     per frame) and resized to ``image_size``: built once, reused while its
     source and settings are unchanged, rebuilt when damaged. An interrupted
-    build leaves no file behind."""
+    build leaves no file behind. ``audit`` looks at every frame of a build."""
     from tqdm.auto import tqdm
 
     crops = np.broadcast_to(np.asarray(crops, dtype=np.float64), (len(data),)).copy()
     if isinstance(data.images, ShardedImages):  # one cache file per shard, read as one
         return ShardedImages([
             preprocessed_cache(dataclasses.replace(data, path=store.path.parent, images=store), cache_dir,
-                               crops[start:stop], image_size, progress, draft)
+                               crops[start:stop], image_size, progress, draft, audit)
             for store, start, stop in zip(data.images.stores, data.images.offsets[:-1], data.images.offsets[1:])])
     target = cache_path(data, cache_dir, crops, image_size, draft)
     if target.is_file():
@@ -136,7 +156,7 @@ def preprocessed_cache(data, cache_dir, crops, image_size, progress=True, draft=
         np.lib.format.write_array_header_1_0(cache, header)
         for start in range(0, len(data), CHUNK):
             rows = np.arange(start, min(start + CHUNK, len(data)))
-            cache.write(preprocess_rows(data.images, rows, crops, image_size, pool, draft).data)  # a fresh C array
+            cache.write(preprocess_rows(data.images, rows, crops, image_size, pool, draft, audit=audit).data)
             bar.update(len(rows))
     return NpyImages(target)
 

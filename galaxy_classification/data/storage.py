@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_classification.errors import DataFileError, UsageError
+from galaxy_classification.errors import DataFileError, UsageError, note
 
 
 def check_can_write(path, option, directory=True):
@@ -69,6 +69,94 @@ def atomic_output(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+LOCK_FILE = ".galaxy-classification.lock"
+STAGING_PREFIX = ".incoming-"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold ``out_dir`` for this run: a second run into the same folder is refused while this one lives.
+
+    The lock file names this process and host; a lock left by a process that has ended (on this host)
+    is taken over, with a note.
+    """
+    import socket
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = path.read_text(errors="replace").strip() if path.is_file() else ""
+            if _holder_alive(holder):
+                raise UsageError(f"--out {out_dir}: another run (process {holder}) is writing there; wait for it "
+                                 f"or choose another --out (if no such run exists, delete {path})") from None
+            note(f"{path}: left by process {holder or '(unknown)'}, which has ended; taking it over")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    try:
+        os.write(descriptor, f"{me}\n".encode())
+    finally:
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _holder_alive(holder):
+    """Whether the process ``pid@host`` of a lock still runs; one on another host is taken to run."""
+    import socket
+
+    pid, _, host = holder.partition("@")
+    if not pid.isascii() or not pid.isdigit():
+        return False
+    if host and host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir):
+    """Yield a staging folder inside ``out_dir`` for a set of files; move them all into ``out_dir`` on success.
+
+    The moves are renames within one folder, done with SIGINT and SIGTERM held back, so an interrupted
+    run leaves either the whole old set or the whole new one; the staging folder is removed either way.
+    """
+    import shutil
+    import signal
+    import tempfile
+    import threading
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        yield staging
+        held = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+        if held:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for item in sorted(staging.iterdir()):
+                os.replace(item, out_dir / item.name)
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes_atomic(path, data):

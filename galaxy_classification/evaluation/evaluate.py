@@ -52,6 +52,18 @@ def evaluate(model, data, out=".", progress: bool = True, crop: float = None, fi
     galaxies = datasets.open_training_data(data, field_of_view)
     crops = classifier.crop_policy(crop).crops(galaxies, what=str(galaxies.path))
     probabilities = model_files.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
+    with storage.staged_outputs(out) as staging:  # the report, the table and the suspects appear together
+        scores = _write_evaluation(classifier, galaxies, probabilities, crops, model, data, staging, predictions)
+    print(metrics.format_metrics(scores))
+    print(f"metrics, pictures, {predictions} and {report.SUSPECT_LABELS_FILE} (the galaxies it most confidently "
+          f"disagrees with) in {out}/")
+    return scores
+
+
+def _write_evaluation(classifier, galaxies, probabilities, crops, model, data, out, predictions):
+    from galaxy_classification.evaluation import metrics, report
+    from galaxy_classification.model import files as model_files
+
     scores = report.write_evaluation_report(
         out, galaxies.labels, probabilities[:, 1],
         load_images=functools.partial(images_for_display, galaxies.images),
@@ -68,9 +80,6 @@ def evaluate(model, data, out=".", progress: bool = True, crop: float = None, fi
     write_results(per_galaxy, Path(out) / predictions, classifier)
     suspects = report.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources, objids, release)
     tables.write_table(suspects, Path(out) / report.SUSPECT_LABELS_FILE)
-    print(metrics.format_metrics(scores))
-    print(f"metrics, pictures, {predictions} and {report.SUSPECT_LABELS_FILE} (the {len(suspects)} galaxies it "
-          f"most confidently disagrees with) in {out}/")
     return scores
 
 

@@ -167,7 +167,8 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
                              "cutouts cannot be cut to match; retrain it with this version")
     table = read_catalogue(path) if table is None else table
     ra, dec, objids, radii = checked_positions(table, path)  # every row, before anything is sent
-    row_numbers = parts.part_rows(len(table), part) if part is not None else np.arange(len(table))
+    total = len(table)
+    row_numbers = parts.part_rows(total, part) if part is not None else np.arange(total)
     if part is not None:
         table = table.iloc[row_numbers].reset_index(drop=True)
         ra, dec = ra[row_numbers], dec[row_numbers]
@@ -193,7 +194,7 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
                "model_sha256": classifier.sha256},
         status=rows["status"], reason=rows["reason"], data_release=data_release)
     if part is not None:
-        result[parts.ROW_COLUMN] = row_numbers
+        result = parts.labelled_part(result, row_numbers, total)
         out = parts.part_path(out, part)
     write_results(result, out, classifier, data_release=data_release,
                   field_of_view_petro_radii=classifier.view_petro_radii)

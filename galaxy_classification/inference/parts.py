@@ -20,6 +20,7 @@ import numpy as np
 from galaxy_classification.errors import UsageError
 
 ROW_COLUMN = "row"
+TOTAL_COLUMN = "rows_in_run"  # every part records the whole run's row count, so a part cut short is caught
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)$")
 
 
@@ -50,6 +51,11 @@ def part_rows(n_rows, part):
     """The rows (of 0..n_rows-1) part ``part`` = (k, N) processes."""
     k, n = part
     return np.array_split(np.arange(n_rows), n)[k]
+
+
+def labelled_part(table, row_numbers, total):
+    """A part's table with each row's place in the whole run and the run's row count."""
+    return table.assign(**{ROW_COLUMN: row_numbers, TOTAL_COLUMN: int(total)})
 
 
 def part_path(out, part):
@@ -90,7 +96,9 @@ def merge_parts(out):
     missing = sorted(set(range(n)) - set(parts))
     if missing:
         raise UsageError(f"{len(missing)} of {n} parts missing for {out}: k = {', '.join(map(str, missing))}")
-    merged = pd.concat([tables.read_table(parts[k]) for k in range(n)], ignore_index=True)
+    pieces = [tables.read_table(parts[k]) for k in range(n)]
+    _check_part_sizes(pieces, parts, n)
+    merged = pd.concat(pieces, ignore_index=True)
     rows = pd.to_numeric(merged[ROW_COLUMN]).to_numpy(dtype=np.int64)
     duplicated = np.unique(rows[pd.Series(rows).duplicated().to_numpy()])
     if len(duplicated):
@@ -99,10 +107,31 @@ def merge_parts(out):
     if len(absent) or rows.max(initial=-1) >= len(rows):
         raise UsageError(f"the parts do not cover rows 0..{len(rows) - 1} once each "
                          f"(missing e.g. {', '.join(map(str, absent[:10]))})")
-    merged = merged.iloc[np.argsort(rows, kind="stable")].drop(columns=[ROW_COLUMN]).reset_index(drop=True)
+    merged = merged.iloc[np.argsort(rows, kind="stable")].drop(columns=[ROW_COLUMN, TOTAL_COLUMN])
+    merged = merged.reset_index(drop=True)
     merged = with_status_filled(merged)
     tables.write_table(merged, out)
     return merged
+
+
+def _check_part_sizes(pieces, paths, n):
+    """Each part holds as many rows as its slice of the run it records: a part cut short is refused."""
+    import pandas as pd
+
+    totals = set()
+    for k, piece in enumerate(pieces):
+        if TOTAL_COLUMN not in piece.columns or ROW_COLUMN not in piece.columns:
+            raise UsageError(f"{paths[k]}: no {ROW_COLUMN} / {TOTAL_COLUMN} columns, so its rows cannot be checked; "
+                             "write the parts again with this version")
+        totals |= set(pd.to_numeric(piece[TOTAL_COLUMN]).astype(int))
+    if len(totals) != 1:
+        raise UsageError(f"the parts come from runs of different sizes ({', '.join(map(str, sorted(totals)))} rows)")
+    total = totals.pop()
+    for k, piece in enumerate(pieces):
+        expected = len(part_rows(total, (k, n)))
+        if len(piece) != expected:
+            raise UsageError(f"{paths[k]}: {len(piece)} rows, but part {k} of {n} of a {total}-row run holds "
+                             f"{expected}: the file was cut short or edited; write that part again")
 
 
 def with_status_filled(table):

@@ -69,10 +69,10 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
             continue
         piece = predict_rows(classifier, galaxies, rows, crop, min_confidence, progress)
         if part:
-            piece[parts.ROW_COLUMN] = rows + offset
+            piece = parts.labelled_part(piece, rows + offset, offsets[-1])
         pieces.append(piece)
     table = parts.with_status_filled(pd.concat(pieces, ignore_index=True)) if pieces else pd.DataFrame(
-        columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN])
+        columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN, parts.TOTAL_COLUMN])
     target = write_results(table, parts.part_path(out, part) if part else out, classifier)
     print_summary(table, target, (*CLASS_NAMES, UNCERTAIN) if min_confidence is not None else CLASS_NAMES)
     return table

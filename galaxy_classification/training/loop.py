@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from galaxy_classification.data import datasets
+from galaxy_classification.data import datasets, image_stores
+from galaxy_classification.errors import note
 from galaxy_classification.model.presets import Preset
 from galaxy_classification.training.plan import TrainingPlan
 
@@ -29,21 +30,28 @@ def keras_verbosity(progress: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def training_images(galaxies, out_dir, crops, size, progress=True):
+def training_images(galaxies, cache_dir, crops, size, progress=True):
     """Where training reads its uint8 images from, and how it turns them into model input.
 
     Frames that need no crop or resize (the seed preset at the frames' own
     size) are read as they are. Otherwise every frame is cropped and resized
-    once, with the saved model's own preprocessing, into a uint8 cache under
-    ``out/cache/`` (reused by later runs on the same data and settings), and
-    epochs only scale it to [0, 1].
+    once, with the saved model's own preprocessing, into a uint8 cache in
+    ``cache_dir`` (reused by later runs on the same data and settings), and
+    epochs only scale it to [0, 1]. The frames a model does badly on (grey,
+    blank, too small, not square) are said in one note: all of them when the
+    cache is built, a sample when the frames are read as they are.
     """
     from galaxy_classification.data import input_pipeline
 
+    audit = image_stores.FrameAudit()
     if galaxies.form == "directory" and np.all(crops >= 1.0) and galaxies.native_image_size() == size:
-        return galaxies.images, datasets.scale_images
-    cache = input_pipeline.preprocessed_cache(galaxies, out_dir / "cache", crops, size, progress=progress)
-    return cache, datasets.scale_images
+        images = galaxies.images
+        input_pipeline.audit_sample(images, crops, size, audit)
+    else:
+        images = input_pipeline.preprocessed_cache(galaxies, cache_dir, crops, size, progress=progress, audit=audit)
+    if audit.summary():
+        note(f"training data {galaxies.path}: {audit.summary()}; the model learns less from such frames")
+    return images, datasets.scale_images
 
 
 @dataclasses.dataclass

@@ -11,10 +11,12 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from galaxy_classification import CLASS_NAMES
 from galaxy_classification.data import datasets, field_of_view
 from galaxy_classification.data.field_of_view import CropPolicy, FieldOfView
-from galaxy_classification.errors import UsageError
+from galaxy_classification.errors import DataFileError, UsageError, note
 from galaxy_classification.model import precision as precision_module
 from galaxy_classification.model import presets
 from galaxy_classification.model.presets import Preset
@@ -125,14 +127,39 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
     field = known_training_field(galaxies, data)
     kept = agreeing_galaxies(galaxies, min_agreement)
+    check_labels(galaxies, kept, data)
     train_rows, validation_rows, test_rows = (kept[rows] for rows in
                                               datasets.split_indices(len(kept), test_size=test_fraction))
+    check_both_classes(galaxies.labels[train_rows], f"{data}: the training split")
     crops = crop_policy(presets.PRESETS[preset], options.crop).crops(galaxies, what=str(Path(data)))
     settings = resolve_settings(preset, galaxies, options, n_train=len(train_rows), crops=crops)
     if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
                                        learning_rate=settings.learning_rate * replicas)
     return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops)
+
+
+def check_labels(galaxies, rows, data) -> None:
+    """Refuse, with the counts, a training set that cannot teach two classes: one class only, or the
+    same image listed under both labels."""
+    check_both_classes(galaxies.labels[rows], f"{data}")
+    sources = pd.Series([str(galaxies.sources[row]) for row in rows])
+    labels = pd.Series(galaxies.labels[rows])
+    per_source = labels.groupby(sources.to_numpy()).nunique()
+    conflicting = per_source[per_source > 1]
+    if len(conflicting):
+        raise DataFileError(f"{data}: {len(conflicting)} image(s) listed under both labels, e.g. {conflicting.index[0]}; "
+                            "each galaxy needs one label (remove or correct the duplicates)")
+    repeated = int(sources.duplicated().sum())
+    if repeated:
+        note(f"{data}: {repeated} row(s) list an image already listed, with the same label; it counts more than once")
+
+
+def check_both_classes(labels, what) -> None:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASS_NAMES))
+    if counts.min() == 0:
+        found = ", ".join(f"{count} {name}" for count, name in zip(counts, CLASS_NAMES))
+        raise DataFileError(f"{what} holds {found}: training needs galaxies of both classes")
 
 
 def agreeing_galaxies(galaxies, min_agreement: float = None) -> np.ndarray:

@@ -7,6 +7,7 @@ images of any size in, calibrated probabilities out), ``my-galaxy-model.h5``
 and the report's pictures.
 """
 
+import contextlib
 from pathlib import Path
 
 from galaxy_classification.data import datasets, storage
@@ -72,6 +73,7 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
     galaxy_classification.errors.UsageError
         A value that cannot be used, or data that cannot be read (``DataFileError``).
     """
+    from galaxy_classification.evaluation import plots, report
     from galaxy_classification.training import distribute as distribution_module
 
     if precision is not None:  # a wrong name is said before any data is read
@@ -85,24 +87,30 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
         print(f"{distribution.name}: {distribution.replicas} replicas, global batch {plan.settings.batch_size}, "
               f"learning rate {plan.settings.learning_rate:g}")
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images, prepare = training_images(plan.galaxies, out_dir, plan.crops, plan.settings.image_size, progress)
-    batches = TrainingBatches.for_plan(plan, images, prepare)
-
-    run = train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch, progress)
-    if not distribution.is_chief:
-        print(f"worker done after {run.seconds:.1f} s of training; the chief writes the model and the report")
-        return None
-    return calibrate_save_and_report(plan, run, batches, out_dir, progress, {
-        "command": "train", "data": str(data), "preset": preset, "seed": seed, "ensemble": ensemble,
-        "min_agreement": min_agreement, "distribution": distribution.record()})
+    # only the chief writes the run's files: it alone holds the folder
+    with storage.run_lock(out_dir) if distribution.is_chief else contextlib.nullcontext():
+        images, prepare = training_images(plan.galaxies, out_dir / "cache", plan.crops, plan.settings.image_size,
+                                          progress)
+        batches = TrainingBatches.for_plan(plan, images, prepare)
+        run = train_members(plan, batches, distribution, ensemble, seed, steps_per_epoch, progress)
+        if not distribution.is_chief:
+            print(f"worker done after {run.seconds:.1f} s of training; the chief writes the model and the report")
+            return None
+        with storage.staged_outputs(out_dir) as staging:  # the model files and the report appear together
+            metrics = calibrate_save_and_report(plan, run, batches, staging, progress, {
+                "command": "train", "data": str(data), "preset": preset, "seed": seed, "ensemble": ensemble,
+                "min_agreement": min_agreement, "distribution": distribution.record()})
+    print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
+          f"float32 in [0, 1] at {plan.settings.image_size} px); metrics and pictures in {out_dir}/")
+    plots.show_on_screen_if_possible([out_dir / report.TRAINING_CURVES_FILE])
+    return metrics
 
 
 def calibrate_save_and_report(plan: TrainingPlan, run: TrainedMembers, batches: TrainingBatches, out_dir: Path,
                               progress: bool, record: dict) -> dict:
     """Fold a temperature fitted on the validation split into the networks,
     save their average, judge it on the test split; return the metrics."""
-    from galaxy_classification.evaluation import metrics, plots, report
+    from galaxy_classification.evaluation import metrics, report
     from galaxy_classification.model import architectures
     from galaxy_classification.model import files as model_files
     from galaxy_classification.training.calibration import calibrate
@@ -124,9 +132,6 @@ def calibrate_save_and_report(plan: TrainingPlan, run: TrainedMembers, batches: 
         extra={**record, **training_record(plan, run), "temperature_scaling": calibration_record},
     )
     print(metrics.format_metrics(scores))
-    print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
-          f"float32 in [0, 1] at {settings.image_size} px); metrics and pictures in {out_dir}/")
-    plots.show_on_screen_if_possible([out_dir / report.TRAINING_CURVES_FILE])
     return scores
 
 

@@ -18,6 +18,7 @@ and the "slow" query answers after 3 s. Run it on an older checkout (``--project
 import argparse
 import io
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -35,8 +36,16 @@ CASES = [
     ("SQL 429 with Retry-After: 5", "sql", "429", False),
     ("'Maximum 60 queries allowed per minute' row", "sql", "limit", False),
     ("query slower than the SQL timeout", "sql", "slow", False),
+    ("SQL 500 'deadlock victim ... Rerun the transaction'", "sql", "deadlock", False),
+    ("SQL 500 'Execution Timeout Expired'", "sql", "timeout500", False),
+    ("SQL 500 'network-related ... error', for ever", "sql_always", "network500", False),
     ("cutout 500 'drawing failed', for ever", "cutout", "500", True),
+    ("cutout 500 JSON error document, once", "cutout", "json500", False),
+    ("cutout 500 JSON error document, for ever", "cutout", "json500", True),
     ("cutout 404 outside the footprint", "outside", None, False),
+    ("HTML 404 page (a wrong address)", "address404", None, False),
+    ("data_release DR9 (no SkyServerWS there)", "release", None, False),
+    ("no service at the address (connection refused)", "offline", None, False),
 ]
 
 
@@ -49,25 +58,38 @@ def run_case(case, project_root):
     server = FakeSDSS(make_sky(n_spiral=6, n_elliptical=6, n_outside=2 if where == "outside" else 0)).start()
     server.retry_after_seconds = 5
     server.slow_seconds = 3.0
-    sql = None
+    sql, release, url = None, "DR15", server.url
     if where == "sql":
         server.sql_faults = [fault]
+    elif where == "sql_always":
+        server.sql_faults = [fault] * 50
     elif where == "sqlerror":
         sql = "SELECT TOP 8 g.objID, g.ra, g.dec, g.petroR90_g, g.nosuchcolumn FROM Galaxy AS g"
-    elif where == "cutout":
+    elif where == "cutout" and sticky:
         server.sticky_faults[str(server.galaxies[0]["objid"])] = fault
-    os.environ.update({"SDSS_SKYSERVER_URL": server.url, "SDSS_TIMEOUT": "2", "SDSS_SQL_TIMEOUT": "2",
+    elif where == "cutout":
+        server.faults[str(server.galaxies[0]["objid"])] = [fault]
+    elif where == "address404":
+        url = f"{server.url}/moved"
+    elif where == "release":
+        release = "DR9"
+    elif where == "offline":
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    os.environ.update({"SDSS_SKYSERVER_URL": url, "SDSS_TIMEOUT": "2", "SDSS_SQL_TIMEOUT": "2",
                        "SDSS_MAX_RATE": "1000"})
     output = io.StringIO()
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as out_dir, redirect_stdout(output), redirect_stderr(output):
-            sdss_query.create_datafiles(8, out_dir=out_dir, login=False, image_size=64, sql=sql)
+            sdss_query.create_datafiles(8, out_dir=out_dir, login=False, image_size=64, sql=sql,
+                                        data_release=release)
         outcome = "success"
     except Exception as error:  # the bench reports what the user would see, whatever it is
-        outcome = f"{type(error).__name__}: {str(error)[:90]}"
+        outcome = f"{type(error).__name__}: {str(error)[:110]}"
     elapsed = time.perf_counter() - started
-    sql_requests, cutout_requests = server.count("sqlsearch"), server.count("getjpeg")
+    sql_requests, cutout_requests = server.count("sqlsearch") + server.count("other"), server.count("getjpeg")
     server.stop()
     return name, sql_requests, cutout_requests, elapsed, outcome
 

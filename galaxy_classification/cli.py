@@ -203,8 +203,12 @@ def train_parser() -> OneLineParser:
         epilog="other commands (each with --help): evaluate, predict, classify, merge, ensemble")
     add = parser.add_argument
     add("--data", default="data", help="a sdss_query data directory or a CSV with columns file,label (default data/)")
-    add("--preset", choices=tuple(PRESETS), default="seed",
+    add("--preset", choices=tuple(PRESETS), default=None,
         help="seed: the original network (default); modern: small, fast, augmented, for galaxies")
+    add("--init-from", metavar="MODEL",
+        help="finetune a saved model (a .keras or .h5 this project saved, an ensemble included; 'pretrained' "
+             "for the shipped sdss-gz1.keras) instead of starting from random weights: the new model keeps its "
+             "input size and field of view; recommended for a few hundred to a few thousand galaxies")
     add("--epochs", type=bounded_int(1), help="training epochs (preset: seed 15, modern 30 with early stopping)")
     add("--batch-size", type=bounded_int(1), help="images per batch (preset: seed 5, modern 64)")
     add("--image-size", type=bounded_int(parameters.MIN_IMAGE_SIZE, parameters.MAX_IMAGE_SIZE),
@@ -321,6 +325,14 @@ def _part_or_environment(part):
     return part if part is not None else parts.part_from_environment()
 
 
+def _preset(arguments):
+    """The preset asked for; with --init-from the finetuning recipe, which the seed network cannot take."""
+    if arguments.init_from is not None and arguments.preset == "seed":
+        raise UsageError("--preset seed with --init-from: the seed's network is not finetuned; leave --preset out "
+                         "(--init-from uses the finetuning recipe)")
+    return arguments.preset or ("modern" if arguments.init_from is not None else "seed")
+
+
 def _action(command, arguments):
     """The library call a parsed trainer command stands for (nothing here imports Keras: a multi-worker
     strategy must be made before TensorFlow's runtime starts)."""
@@ -334,11 +346,11 @@ def _action(command, arguments):
 
     actions = {
         "train": lambda: face.train(
-            arguments.data, arguments.preset, arguments.out, arguments.epochs, arguments.batch_size,
+            arguments.data, _preset(arguments), arguments.out, arguments.epochs, arguments.batch_size,
             arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
             test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
             ensemble=arguments.ensemble, min_agreement=arguments.min_agreement, distribute=arguments.distribute,
-            peer_timeout=arguments.peer_timeout, precision=arguments.precision),
+            peer_timeout=arguments.peer_timeout, precision=arguments.precision, init_from=arguments.init_from),
         "evaluate": lambda: face.evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                                           field_of_view=arguments.field_of_view, predictions=arguments.predictions),
         "predict": lambda: classified_exit_code(face.predict(

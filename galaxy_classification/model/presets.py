@@ -46,6 +46,8 @@ class Preset:
     crop_fraction: float = None  # set per run from the data's field (resolve_settings)
     # the arithmetic of training (galaxy_classification.model.precision); saved models are float32 either way
     precision: str = "float32"
+    # finetuning: BatchNorm layers keep the starting network's statistics (inference mode) when True
+    frozen_batchnorm: bool = False
 
     def first_epoch_watched(self):
         """The first epoch (0-based) early stopping may stop after or keep the weights of."""
@@ -66,6 +68,17 @@ MODERN_PRESET = Preset(
     widths=(16, 32, 64, 128),
     convs_per_block=(1, 2, 2, 2),  # one conv at full resolution keeps it fast on a CPU
     dropout=0.3, learning_rate=2e-3, weight_decay=1e-4, label_smoothing=0.05,
+)
+
+# Finetuning a saved network (--init-from) on a few hundred galaxies of the user's own survey: the
+# starting model's view and input size (set per run), a learning rate a tenth of training from scratch
+# after a short warm-up, BatchNorm kept in inference mode (a few hundred galaxies in small batches
+# give noisy statistics; the starting network's are kept), early stopping on validation loss.
+FINETUNE_PRESET = Preset(
+    name="finetune", view_petro_radii=None, image_size=None, epochs=30, batch_size=32,
+    class_weights=True, augment=Augmentation(dihedral=True, max_shift=0.03, brightness=0.1),
+    early_stopping_patience=8, early_stopping_from=0.3, min_steps_per_epoch=10,
+    learning_rate=2e-4, weight_decay=1e-4, label_smoothing=0.05, frozen_batchnorm=True,
 )
 
 PRESETS = {preset.name: preset for preset in (SEED_PRESET, MODERN_PRESET)}

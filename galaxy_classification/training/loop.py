@@ -140,9 +140,11 @@ def train_members(plan: TrainingPlan, batches: TrainingBatches, distribution, en
                                    shuffle_seed=(member_seed or 0))
         run.steps_per_epoch = len(training_batches)
         with distribution.scope():
-            core_model = architectures.build_core_model(settings, size, number)
+            core_model = (starting_network(plan.start.path, settings) if plan.start
+                          else architectures.build_core_model(settings, size, number))
             architectures.compile_model(core_model, settings, run.steps_per_epoch)
         which = f" (ensemble member {member + 1} of {ensemble})" if ensemble > 1 else ""
+        which += f", finetuning {plan.start.name}" if plan.start else ""
         print(f"preset {settings.name}{which}: {core_model.count_params():,} parameters, {size}px images "
               f"(centre {settings.crop_fraction:.3g} of the frame: {view:.3g} x petroR90 across), "
               f"{settings.epochs} epochs of batch {settings.batch_size} in {settings.precision}; "
@@ -156,7 +158,7 @@ def train_members(plan: TrainingPlan, batches: TrainingBatches, distribution, en
             history, seconds, epoch_kept = fit(core_model, training_batches, batches(plan.validation_rows),
                                                settings, progress)
         if distribution.is_multi_worker or settings.precision != "float32":
-            core_model = plain_copy(core_model, settings, size, number)
+            core_model = plain_copy(core_model, settings, size, number, cloned=plan.start is not None)
         run.seconds += seconds
         run.histories.append(history)
         run.epochs_kept.append(epoch_kept)
@@ -185,14 +187,40 @@ def fit(core_model, training_batches, validation_batches, settings: Preset, prog
     return history, seconds, stopper.best_epoch + 1 if restored else len(history["loss"])
 
 
-def plain_copy(network, settings: Preset, size: int, member=None):
+def plain_copy(network, settings: Preset, size: int, member=None, cloned=False):
     """The trained network as a float32 one outside any strategy, for calibration,
-    prediction and saving (the chief's copy; mixed precision's weights are float32 already)."""
+    prediction and saving (the chief's copy; mixed precision's weights are float32 already).
+    ``cloned``: copy the network's own architecture (a finetuned one need not be a preset's)."""
+    import keras
+
     from galaxy_classification.model import architectures
 
-    plain = architectures.build_core_model(settings, size, member, precision="float32")
+    plain = (keras.models.clone_model(network) if cloned
+             else architectures.build_core_model(settings, size, member, precision="float32"))
     plain.set_weights(network.get_weights())
     return plain
+
+
+def starting_network(path, settings: Preset):
+    """A fresh copy of the network saved in ``path`` (each member its own), ready to finetune: with
+    ``settings.frozen_batchnorm`` its BatchNorm layers keep their statistics (inference mode)."""
+    import keras
+
+    from galaxy_classification.model import files as model_files
+
+    network = model_files.load_model(path).network
+    if settings.frozen_batchnorm:
+        for layer in _every_layer(network):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return network
+
+
+def _every_layer(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _every_layer(layer)
 
 
 def seed_everything(keras, seed):

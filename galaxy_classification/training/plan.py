@@ -33,10 +33,63 @@ class TrainingOptions:
     precision: str = None
 
 
+@dataclasses.dataclass(frozen=True)
+class StartingModel:
+    """A saved model a run finetunes (``--init-from``): where it is, what it is, what it sees."""
+
+    path: Path
+    name: str
+    sha256: str
+    view_petro_radii: float
+    image_size: int
+
+    def record(self) -> dict:
+        return {"model": self.name, "path": str(self.path), "sha256": self.sha256,
+                "view_petro_radii": self.view_petro_radii, "image_size": self.image_size}
+
+
+PRETRAINED_WORD = "pretrained"  # --init-from pretrained: the shipped model
+
+
+def starting_model(init_from) -> StartingModel:
+    """The model ``--init-from`` names (a path, or ``pretrained``), checked to be one a run can start from."""
+    from galaxy_classification.model import files as model_files
+
+    path = model_files.pretrained_model_path() if str(init_from) == PRETRAINED_WORD else Path(init_from)
+    classifier = model_files.load_model(path)
+    if classifier.network.name.startswith(f"{presets.SEED_PRESET.name}_cnn"):
+        raise UsageError(f"--init-from {path}: a seed-preset network (29 million weights behind a Flatten, one "
+                         "input size) is not finetuned; start from a modern-preset model such as --init-from "
+                         "pretrained")
+    if classifier.view_petro_radii is None:
+        raise UsageError(f"--init-from {path}: the model records no field of view (a seed-preset model, or one "
+                         "saved before fields were recorded), so the crop of your frames cannot follow from it; "
+                         "start from a modern-preset model such as --init-from pretrained")
+    return StartingModel(path, classifier.name, classifier.sha256, classifier.view_petro_radii,
+                         classifier.image_size)
+
+
+def finetuning_recipe(start: StartingModel, options: TrainingOptions) -> Preset:
+    """The finetuning preset with the starting model's view and input size; options that would change
+    what the network sees are refused."""
+    if options.image_size is not None and options.image_size != start.image_size:
+        raise UsageError(f"--image-size {options.image_size}: a finetuned network keeps the input size of "
+                         f"--init-from {start.name} ({start.image_size} px)")
+    if options.crop is not None:
+        raise UsageError(f"--crop: with --init-from the crop follows from {start.name}'s field of view "
+                         f"({start.view_petro_radii:g} x petroR90 across) and each frame's own")
+    if options.precision not in (None, "float32", "auto"):
+        raise UsageError(f"--precision {options.precision}: finetuning runs in float32, the arithmetic of the "
+                         "saved network")
+    return dataclasses.replace(presets.FINETUNE_PRESET, view_petro_radii=start.view_petro_radii,
+                               image_size=start.image_size)
+
+
 @dataclasses.dataclass
 class TrainingPlan:
     """A training run's galaxies (a ``GalaxyData``), their field, the seed's split
-    (rows of ``galaxies``) and the recipe with the crop of each frame."""
+    (rows of ``galaxies``), the recipe with the crop of each frame, and the
+    saved model it starts from (None: random weights)."""
 
     galaxies: object
     field: FieldOfView
@@ -45,6 +98,7 @@ class TrainingPlan:
     test_rows: np.ndarray
     settings: Preset
     crops: np.ndarray
+    start: StartingModel = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -56,7 +110,7 @@ def crop_policy(preset: Preset, crop: float = None) -> CropPolicy:
     return CropPolicy(preset.view_petro_radii, 1.0, crop, f"the {preset.name} preset")
 
 
-def resolve_settings(preset_name: str, data, options: TrainingOptions = TrainingOptions(), n_train: int = None,
+def resolve_settings(preset, data, options: TrainingOptions = TrainingOptions(), n_train: int = None,
                      crops: np.ndarray = None) -> Preset:
     """The preset's recipe with ``options`` applied, its crop the median of the
     frames' crops (:class:`CropPolicy`) and the precision settled for this
@@ -67,7 +121,7 @@ def resolve_settings(preset_name: str, data, options: TrainingOptions = Training
     training galaxies in batches of 64 would give 3 steps an epoch, too few
     for the network (or BatchNorm's statistics) to settle before early stopping.
     """
-    preset = presets.PRESETS[preset_name]
+    preset = presets.PRESETS[preset] if isinstance(preset, str) else preset
     if crops is None:
         crops = crop_policy(preset, options.crop).crops(data, what=str(getattr(data, "path", "data")))
     changes = {"crop_fraction": float(np.median(crops))}
@@ -81,7 +135,9 @@ def resolve_settings(preset_name: str, data, options: TrainingOptions = Training
         changes["batch_size"] = options.batch_size
     elif preset.min_steps_per_epoch and n_train:
         changes["batch_size"] = min(preset.batch_size, max(8, n_train // preset.min_steps_per_epoch))
-    changes["precision"] = precision_module.choose(options.precision or preset.precision)
+    # a finetuned network keeps the float32 layers it was saved with
+    changes["precision"] = ("float32" if preset.name == presets.FINETUNE_PRESET.name
+                            else precision_module.choose(options.precision or preset.precision))
     return dataclasses.replace(preset, **changes)
 
 
@@ -98,7 +154,7 @@ def known_training_field(galaxies, data) -> FieldOfView:
 
 def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(),
                   test_fraction: float = datasets.TEST_SIZE, field_of_view: float = None,
-                  min_agreement: float = None, replicas: int = 1) -> TrainingPlan:
+                  min_agreement: float = None, replicas: int = 1, init_from=None) -> TrainingPlan:
     """Open ``data``, split it and settle the recipe.
 
     Parameters
@@ -117,11 +173,15 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
         Keep only galaxies whose Galaxy Zoo volunteers agreed at least this much.
     replicas : int
         Devices training at once: the global batch and the learning rate are that many times the preset's.
+    init_from : str or Path, optional
+        A saved model (or ``pretrained``) to finetune: its view and input size, the finetuning recipe.
 
     Returns
     -------
     TrainingPlan
     """
+    start = starting_model(init_from) if init_from is not None else None
+    recipe = finetuning_recipe(start, options) if start else presets.PRESETS[preset]
     galaxies = datasets.open_training_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
@@ -131,12 +191,12 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
     train_rows, validation_rows, test_rows = (kept[rows] for rows in
                                               datasets.split_indices(len(kept), test_size=test_fraction))
     check_both_classes(galaxies.labels[train_rows], f"{data}: the training split")
-    crops = crop_policy(presets.PRESETS[preset], options.crop).crops(galaxies, what=str(Path(data)))
-    settings = resolve_settings(preset, galaxies, options, n_train=len(train_rows), crops=crops)
+    crops = crop_policy(recipe, options.crop).crops(galaxies, what=str(Path(data)))
+    settings = resolve_settings(recipe, galaxies, options, n_train=len(train_rows), crops=crops)
     if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
                                        learning_rate=settings.learning_rate * replicas)
-    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops)
+    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops, start)
 
 
 def check_labels(galaxies, rows, data) -> None:

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 from galaxy_classification.data import datasets, storage
+from galaxy_classification.errors import UsageError
 from galaxy_classification.model import precision as precision_module
 from galaxy_classification.training.loop import (
     TrainedMembers,
@@ -28,7 +29,7 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
           image_size: int = None, crop: float = None, seed: int = None, progress: bool = True,
           steps_per_epoch: int = None, test_fraction: float = datasets.TEST_SIZE, field_of_view: float = None,
           ensemble: int = 1, min_agreement: float = None, distribute: str = "auto", peer_timeout: float = 600,
-          precision: str = None):
+          precision: str = None, init_from=None):
     """Train on ``data``, report on the held-out test split and save the model; return the metrics.
 
     Parameters
@@ -62,6 +63,9 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
         Multi-worker: seconds without word from the peers before a worker stops.
     precision : str, optional
         ``auto``, ``float32`` or ``mixed_bfloat16``; the saved model is float32 either way.
+    init_from : str or Path, optional
+        Finetune this saved model (``pretrained``: the shipped one) instead of starting from random
+        weights: the new model keeps its input size and field of view, with the finetuning recipe.
 
     Returns
     -------
@@ -81,8 +85,11 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
     storage.check_can_write(out, "--out")
     # first: a multi-worker strategy must exist before TensorFlow's runtime starts
     distribution = distribution_module.choose(distribute, peer_timeout)
+    if init_from is not None and ensemble > 1:
+        raise UsageError("--ensemble with --init-from: finetune K runs with other --seed values and average them "
+                         "with 'quick_cnn_trainer.py ensemble'")
     plan = plan_training(data, preset, TrainingOptions(epochs, batch_size, image_size, crop, precision),
-                         test_fraction, field_of_view, min_agreement, distribution.replicas)
+                         test_fraction, field_of_view, min_agreement, distribution.replicas, init_from)
     if distribution.replicas > 1:
         print(f"{distribution.name}: {distribution.replicas} replicas, global batch {plan.settings.batch_size}, "
               f"learning rate {plan.settings.learning_rate:g}")
@@ -98,8 +105,9 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
             return None
         with storage.staged_outputs(out_dir) as staging:  # the model files and the report appear together
             metrics = calibrate_save_and_report(plan, run, batches, staging, progress, {
-                "command": "train", "data": str(data), "preset": preset, "seed": seed, "ensemble": ensemble,
-                "min_agreement": min_agreement, "distribution": distribution.record()})
+                "command": "train", "data": str(data), "preset": plan.settings.name, "seed": seed,
+                "ensemble": ensemble, "min_agreement": min_agreement, "distribution": distribution.record(),
+                "init_from": plan.start.record() if plan.start else None})
     print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
           f"float32 in [0, 1] at {plan.settings.image_size} px); metrics and pictures in {out_dir}/")
     plots.show_on_screen_if_possible([out_dir / report.TRAINING_CURVES_FILE])

@@ -187,6 +187,8 @@ FIELD_OF_VIEW_HELP = (
 MODEL_HELP = f"a .keras or .h5 model (default: the shipped {PRETRAINED_MODEL_NAME})"
 TABLE_HELP = "output table: .csv, .ecsv, .fits or .vot (default {})"
 MIN_CONFIDENCE_HELP = "call a galaxy 'uncertain' when its larger probability is below this"
+GALLERY_HELP = ("also write OUT.html: every galaxy as the model saw it, to sort and filter in any browser (no "
+                "server; thumbnails in OUT_thumbnails/)")
 STRICT_HELP = "exit with status 1 when any galaxy could not be classified (default: only when none could)"
 EXIT_CODES = ("exit status: 0 every galaxy classified (or some, each failure with its reason in the table); "
               "1 none classified, a service failed, or --strict and some failed; 2 a bad value, file or model")
@@ -232,6 +234,9 @@ def train_parser() -> OneLineParser:
         help="the arithmetic of training (default float32): mixed_bfloat16 trains faster on a CPU with native "
              "bfloat16 (AVX512_BF16 or AMX) and ranks galaxies slightly worse; auto picks it where the CPU has "
              "it, else float32; the saved model is float32 either way")
+    add("--label-corrections", metavar="CSV",
+        help="labels corrected by eye, as an evaluate gallery downloads them (label_corrections.csv: file, objid, "
+             "old_label, new_label): applied to --data before the split; metrics.json records the file")
     add("--out", default=".", help="directory for the model, metrics and pictures (default .)")
     add("--seed", type=bounded_int(0), help="random seed: the same seed gives the same result")
     add("--steps-per-epoch", type=bounded_int(1),
@@ -268,6 +273,7 @@ def predict_parser() -> OneLineParser:
     parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
     parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
     parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    parser.add_argument("--gallery", action="store_true", help=GALLERY_HELP)
     return parser
 
 
@@ -289,6 +295,7 @@ def classify_parser() -> OneLineParser:
     parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
     parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
     parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    parser.add_argument("--gallery", action="store_true", help=GALLERY_HELP)
     return parser
 
 
@@ -350,17 +357,19 @@ def _action(command, arguments):
             arguments.image_size, arguments.crop, arguments.seed, steps_per_epoch=arguments.steps_per_epoch,
             test_fraction=arguments.test_fraction, field_of_view=arguments.field_of_view,
             ensemble=arguments.ensemble, min_agreement=arguments.min_agreement, distribute=arguments.distribute,
-            peer_timeout=arguments.peer_timeout, precision=arguments.precision, init_from=arguments.init_from),
+            peer_timeout=arguments.peer_timeout, precision=arguments.precision, init_from=arguments.init_from,
+            label_corrections=arguments.label_corrections),
         "evaluate": lambda: face.evaluate(arguments.model, arguments.data, arguments.out, crop=arguments.crop,
                                           field_of_view=arguments.field_of_view, predictions=arguments.predictions),
         "predict": lambda: classified_exit_code(face.predict(
             arguments.paths, arguments.model, arguments.out, crop=arguments.crop,
             field_of_view=arguments.field_of_view, min_confidence=arguments.min_confidence,
-            part=_part_or_environment(arguments.part)), arguments.strict),
+            part=_part_or_environment(arguments.part), gallery=arguments.gallery), arguments.strict),
         "classify": lambda: classified_exit_code(face.classify(
             arguments.catalogue, arguments.model, arguments.out, login=not arguments.no_login,
             data_release=arguments.data_release, workers=arguments.workers,
-            min_confidence=arguments.min_confidence, part=_part_or_environment(arguments.part)), arguments.strict),
+            min_confidence=arguments.min_confidence, part=_part_or_environment(arguments.part),
+            gallery=arguments.gallery), arguments.strict),
         "merge": lambda: parts.merge(arguments.out),
         "ensemble": save_ensemble,
     }

@@ -151,7 +151,10 @@ def staged_outputs(out_dir):
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for item in sorted(staging.iterdir()):
-                os.replace(item, out_dir / item.name)
+                target = out_dir / item.name
+                if item.is_dir() and target.is_dir():  # a folder (thumbnails) replaces the old one whole
+                    target.rename(staging / f"{item.name}.old")
+                os.replace(item, target)
         finally:
             if held:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)

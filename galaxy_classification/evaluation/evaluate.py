@@ -16,6 +16,8 @@ from galaxy_classification import tables
 from galaxy_classification.data import datasets, image_stores, storage
 from galaxy_classification.inference.results import catalogue_objids, data_release_of, results_table, write_results
 
+GALLERY_FILE = "gallery.html"
+
 
 def evaluate(model, data, out=".", progress: bool = True, crop: float = None, field_of_view: float = None,
              predictions: str = "predictions.csv") -> dict:
@@ -55,8 +57,8 @@ def evaluate(model, data, out=".", progress: bool = True, crop: float = None, fi
     with storage.staged_outputs(out) as staging:  # the report, the table and the suspects appear together
         scores = _write_evaluation(classifier, galaxies, probabilities, crops, model, data, staging, predictions)
     print(metrics.format_metrics(scores))
-    print(f"metrics, pictures, {predictions} and {report.SUSPECT_LABELS_FILE} (the galaxies it most confidently "
-          f"disagrees with) in {out}/")
+    print(f"metrics, pictures, {predictions}, {report.SUSPECT_LABELS_FILE} (the labels most likely wrong) and "
+          f"{GALLERY_FILE} (every galaxy, to look at and correct by eye) in {out}/")
     return scores
 
 
@@ -80,7 +82,18 @@ def _write_evaluation(classifier, galaxies, probabilities, crops, model, data, o
     write_results(per_galaxy, Path(out) / predictions, classifier)
     suspects = report.suspect_labels(galaxies.labels, probabilities[:, 1], galaxies.sources, objids, release)
     tables.write_table(suspects, Path(out) / report.SUSPECT_LABELS_FILE)
+    _write_gallery(classifier, galaxies, crops, per_galaxy, Path(out), data)
     return scores
+
+
+def _write_gallery(classifier, galaxies, crops, per_galaxy, out, data):
+    """gallery.html and gallery_thumbnails/: every galaxy as the model saw it, its label to correct by eye."""
+    from galaxy_classification.inference import gallery
+
+    page, folder = gallery.gallery_paths(out / GALLERY_FILE)
+    names = gallery.write_thumbnails(galaxies.images, crops, classifier.image_size, folder)
+    gallery.write_gallery(per_galaxy, names, page, f"{classifier.name} on {data}: {len(per_galaxy)} labelled galaxies",
+                          kind="evaluate", page_key=f"{classifier.sha256[:16]}:{Path(str(data)).resolve()}")
 
 
 def images_for_display(images, rows):

@@ -181,7 +181,8 @@ def plot_reliability_diagram(calibration_report, path):
     axes.set_xlabel("probability of the predicted class")
     axes.set_ylabel("fraction predicted correctly")
     axes.set_title(f"Reliability (ECE {calibration_report['expected_calibration_error']:.3f})")
-    axes.legend(loc="upper left")
+    # the bins run along the diagonal from (0.5, 0.5) upwards: the lower right corner is always empty
+    axes.legend(loc="lower right")
     axes.grid(alpha=0.3)
     _save_figure(figure, path)
 
@@ -195,11 +196,17 @@ def plot_accuracy_against_coverage(true_labels, p_elliptical, path):
     marked = accuracy_at_coverage(labels, p_elliptical)
     figure = _new_figure(5.6, 4.2)
     axes = figure.subplots()
-    axes.plot(shares, [entry["accuracy"] for entry in curve.values()], color="tab:blue")
+    accuracies = [entry["accuracy"] for entry in curve.values()]
+    axes.plot(shares, accuracies, color="tab:blue")
     for coverage, entry in marked.items():
         axes.plot(float(coverage), entry["accuracy"], "o", color="black")
-        axes.annotate(f"{entry['accuracy']:.1%}", (float(coverage), entry["accuracy"]), textcoords="offset points",
-                      xytext=(0, 6), ha="center", fontsize=8)
+    # the figures in one box, not beside points that crowd together near the top
+    axes.text(0.03, 0.04, "\n".join(f"most confident {float(coverage):.0%}: {entry['accuracy']:.1%}"
+                                    for coverage, entry in marked.items()),
+              transform=axes.transAxes, fontsize=8, va="bottom", bbox={"facecolor": "white", "alpha": 0.85})
+    # an axis from 50% (a coin toss on two classes) at least: a one-point difference stays one point
+    axes.set_ylim(min(0.5, math.floor(10 * min(accuracies)) / 10), 1.005)
+    axes.set_xlim(0.0, 1.02)
     axes.set_xlabel("coverage: share of galaxies kept, most confident first")
     axes.set_ylabel("accuracy of those kept")
     axes.set_title("Accuracy against coverage")

@@ -94,8 +94,14 @@ def _json_ready(value):
 
 
 def suspect_labels(true_labels, p_elliptical, sources, objids=None, data_release="DR15", limit=200):
-    """The galaxies the model most confidently disagrees with, most confident first:
-    rank, source, objid, label, p_elliptical, confidence, explore_url."""
+    """The galaxies whose labels are most likely wrong, most likely first: rank, source, objid, label,
+    predicted, p_elliptical, confidence, label_quality, explore_url.
+
+    The galaxies are those cleanlab's ``find_label_issues`` flags from the model's probabilities
+    (confident learning; out of sample when the galaxies were held out from training), ranked by
+    self-confidence: the probability the model gives the label, lowest first. With fewer than
+    :data:`MIN_LABEL_ISSUE_GALAXIES` galaxies or one class only, the model's confident disagreements.
+    """
     import pandas as pd
 
     from galaxy_classification import tables
@@ -104,8 +110,8 @@ def suspect_labels(true_labels, p_elliptical, sources, objids=None, data_release
     p_elliptical = np.asarray(p_elliptical, dtype=np.float64)
     predicted = predicted_labels(p_elliptical, 0.5)
     confidence = np.where(predicted == ELLIPTICAL, p_elliptical, 1.0 - p_elliptical)
-    wrong = np.flatnonzero(predicted != labels)
-    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    label_quality = np.where(labels == ELLIPTICAL, p_elliptical, 1.0 - p_elliptical)
+    order = _label_issues(labels, p_elliptical, predicted, label_quality)[:limit]
     objids = [""] * len(labels) if objids is None else [str(objid) for objid in objids]
     table = pd.DataFrame({
         "rank": np.arange(1, len(order) + 1),
@@ -115,8 +121,24 @@ def suspect_labels(true_labels, p_elliptical, sources, objids=None, data_release
         "predicted": [CLASS_NAMES[predicted[index]] for index in order],
         "p_elliptical": np.round(p_elliptical[order], 5),
         "confidence": np.round(confidence[order], 5),
+        "label_quality": np.round(label_quality[order], 5),
     })
     return tables.with_explore_links(table, data_release)
+
+
+MIN_LABEL_ISSUE_GALAXIES = 20  # cleanlab estimates the noise per class; fewer galaxies give no estimate
+
+
+def _label_issues(labels, p_elliptical, predicted, label_quality):
+    """Row numbers of the likely label errors, most likely first."""
+    if len(labels) >= MIN_LABEL_ISSUE_GALAXIES and len(np.unique(labels)) == 2:
+        from cleanlab.filter import find_label_issues
+
+        probabilities = np.clip(np.column_stack([1.0 - p_elliptical, p_elliptical]), 1e-6, 1.0)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return np.asarray(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence"))
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(label_quality[wrong], kind="stable")]
 
 
 

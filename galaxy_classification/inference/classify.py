@@ -104,7 +104,8 @@ def _numbers(table, column, path, lowest, highest):
 
 
 def classify(catalogue_path, model=None, out="classified.csv", login: bool = True, data_release: str = "DR15",
-             workers: int = 8, progress: bool = True, min_confidence: float = None, part: tuple = None):
+             workers: int = 8, progress: bool = True, min_confidence: float = None, part: tuple = None,
+             gallery: bool = False):
     """Classify the galaxies of a catalogue; write and return the classified table.
 
     Parameters
@@ -128,6 +129,8 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
         Call a galaxy ``uncertain`` when its larger probability is below this.
     part : (int, int), optional
         (k, N): classify only the k-th of N slices of the rows, into ``OUT.part-k-of-N``.
+    gallery : bool
+        Also write ``OUT.html``, a page of every galaxy as the model saw it.
 
     Returns
     -------
@@ -146,11 +149,12 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
     checked_positions(table, catalogue_path)
     classifier = model_files.load_classifier(model)
     return classify_catalogue(catalogue_path, classifier, out, login=login, data_release=release, workers=workers,
-                              progress=progress, min_confidence=min_confidence, part=part, table=table)
+                              progress=progress, min_confidence=min_confidence, part=part, table=table,
+                              gallery=gallery)
 
 
 def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15", workers=8, progress=True,
-                       min_confidence=None, part=None, table=None):
+                       min_confidence=None, part=None, table=None, gallery=False):
     """Classify the galaxies of the catalogue at ``path`` with ``classifier``
     (a :class:`~galaxy_classification.model.files.Classifier`); write ``out`` and return the table.
 
@@ -179,10 +183,10 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
     lookups = _look_up_missing_radii(rows, f"petroR90_{classifier.band or 'r'}", login, data_release)
     frames = _fetch_cutouts(rows, classifier, out.parent / f"{out.stem}_cutouts", data_release, workers)
     probabilities = np.full((len(rows), 2), np.nan)
+    crops = classifier.crop_policy().crops(frames, what=str(path)) if frames.files else np.ones(0)
     if frames.files:
         from galaxy_classification.model import files as model_files
 
-        crops = classifier.crop_policy().crops(frames, what=str(path))
         probabilities[frames.rows] = model_files.predict_probabilities(
             classifier, image_stores.ImageFiles(frames.files), crops, progress=progress)
     cutout_files = np.full(len(rows), "", dtype=object)
@@ -198,8 +202,31 @@ def classify_catalogue(path, classifier, out, *, login=False, data_release="DR15
         out = parts.part_path(out, part)
     write_results(result, out, classifier, data_release=data_release,
                   field_of_view_petro_radii=classifier.view_petro_radii)
+    if gallery:
+        _write_gallery(result, frames, crops, classifier, out)
     _print_summary(result, out, lookups, frames.report, time.perf_counter() - started, table)
     return result
+
+
+def _write_gallery(result, frames, crops, classifier, out):
+    """``OUT.html`` and ``OUT_thumbnails/``: each fetched cutout as the model saw it."""
+    import shutil
+
+    from galaxy_classification.inference import gallery as gallery_module
+
+    page, folder = gallery_module.gallery_paths(out)
+    temporary = gallery_module.staging_folder(folder)
+    try:
+        fetched = gallery_module.write_thumbnails(image_stores.ImageFiles(frames.files), crops,
+                                                  classifier.image_size, temporary)
+        gallery_module.replace_folder(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    names = np.full(len(result), "", dtype=object)
+    names[frames.rows] = fetched
+    gallery_module.write_gallery(result, list(names), page, f"{len(result)} catalogue galaxies classified by "
+                                 f"{classifier.name}")
+    print(f"wrote {page} (open it in a browser; thumbnails in {folder.name}/)")
 
 
 def _rows_to_classify(objids, ra, dec, radii, radius_column):

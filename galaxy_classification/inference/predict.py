@@ -7,6 +7,7 @@ model or without colour get a note. ``part=(k, N)`` classifies only the k-th of
 N disjoint slices of the rows (:mod:`galaxy_classification.inference.parts`).
 """
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 from galaxy_classification import CLASS_NAMES, tables
 from galaxy_classification.data import datasets, image_stores, storage
 from galaxy_classification.errors import note
+from galaxy_classification.inference import gallery as gallery_module
 from galaxy_classification.inference import parts
 from galaxy_classification.inference.results import (
     UNCERTAIN,
@@ -27,7 +29,8 @@ from galaxy_classification.inference.results import (
 
 
 def predict(paths, model=None, out="predictions.csv", progress: bool = True, crop: float = None,
-            field_of_view: float = None, min_confidence: float = None, part: tuple = None) -> pd.DataFrame:
+            field_of_view: float = None, min_confidence: float = None, part: tuple = None,
+            gallery: bool = False) -> pd.DataFrame:
     """Classify the galaxies in ``paths``; write and return the results table.
 
     Parameters
@@ -48,6 +51,8 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
         Call a galaxy ``uncertain`` when its larger probability is below this.
     part : (int, int), optional
         (k, N): classify only the k-th of N slices of the rows, into ``OUT.part-k-of-N``.
+    gallery : bool
+        Also write ``OUT.html``, a page of every galaxy as the model saw it (:mod:`gallery`).
 
     Returns
     -------
@@ -62,28 +67,54 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
     classifier = model_files.load_classifier(model)
     offsets = np.cumsum([0] + [len(galaxies) for galaxies in inputs])
     wanted = parts.part_rows(int(offsets[-1]), part) if part else np.arange(offsets[-1])
-    pieces = []
+    pieces, views = [], []
     for galaxies, offset in zip(inputs, offsets[:-1]):
         rows = wanted[(wanted >= offset) & (wanted < offset + len(galaxies))] - offset
         if len(rows) == 0:
             continue
         piece = predict_rows(classifier, galaxies, rows, crop, min_confidence, progress)
+        views.append((galaxies, rows, piece))
         if part:
             piece = parts.labelled_part(piece, rows + offset, offsets[-1])
         pieces.append(piece)
     table = parts.with_status_filled(pd.concat(pieces, ignore_index=True)) if pieces else pd.DataFrame(
         columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN, parts.TOTAL_COLUMN])
     target = write_results(table, parts.part_path(out, part) if part else out, classifier)
+    if gallery:
+        write_prediction_gallery(classifier, views, crop, table, target)
     print_summary(table, target, (*CLASS_NAMES, UNCERTAIN) if min_confidence is not None else CLASS_NAMES)
     return table
+
+
+def model_view(classifier, galaxies, rows, crop=None):
+    """The images of ``rows`` of one input and the crop each is shown to ``classifier`` with."""
+    crops = classifier.crop_policy(crop).crops(galaxies, what=str(galaxies.path))[rows]
+    images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
+    return images, crops
+
+
+def write_prediction_gallery(classifier, views, crop, table, target):
+    """``OUT.html`` and ``OUT_thumbnails/`` of a predict run (each input's rows, in table order)."""
+    page, folder = gallery_module.gallery_paths(target)
+    temporary, names = gallery_module.staging_folder(folder), []
+    try:
+        for galaxies, rows, piece in views:
+            images, crops = model_view(classifier, galaxies, rows, crop)
+            readable = piece["status"].ne("failed").to_numpy() if "status" in piece.columns else None
+            names += gallery_module.write_thumbnails(images, crops, classifier.image_size, temporary, len(names),
+                                                     readable)
+        gallery_module.replace_folder(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    gallery_module.write_gallery(table, names, page, f"{len(table)} galaxies classified by {classifier.name}")
+    print(f"wrote {page} (open it in a browser; thumbnails in {folder.name}/)")
 
 
 def predict_rows(classifier, galaxies, rows, crop=None, min_confidence=None, progress=True) -> pd.DataFrame:
     """The results of ``rows`` of one input; an unreadable file's row has status 'failed'."""
     from galaxy_classification.model import files as model_files
 
-    crops = classifier.crop_policy(crop).crops(galaxies, what=str(galaxies.path))[rows]
-    images = galaxies.images if len(rows) == len(galaxies) else image_stores.subset_images(galaxies.images, rows)
+    images, crops = model_view(classifier, galaxies, rows, crop)
     if isinstance(images, image_stores.ImageFiles):
         images = image_stores.ForgivingImageFiles(images.paths)
     probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)

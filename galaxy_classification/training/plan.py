@@ -15,6 +15,7 @@ import pandas as pd
 
 from galaxy_classification import CLASS_NAMES
 from galaxy_classification.data import datasets, field_of_view
+from galaxy_classification.data import label_corrections as label_corrections_module
 from galaxy_classification.data.field_of_view import CropPolicy, FieldOfView
 from galaxy_classification.errors import DataFileError, UsageError, note
 from galaxy_classification.model import precision as precision_module
@@ -99,6 +100,7 @@ class TrainingPlan:
     settings: Preset
     crops: np.ndarray
     start: StartingModel = None
+    corrections: dict = None  # what --label-corrections changed, for metrics.json
 
     @property
     def labels(self) -> np.ndarray:
@@ -154,7 +156,8 @@ def known_training_field(galaxies, data) -> FieldOfView:
 
 def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(),
                   test_fraction: float = datasets.TEST_SIZE, field_of_view: float = None,
-                  min_agreement: float = None, replicas: int = 1, init_from=None) -> TrainingPlan:
+                  min_agreement: float = None, replicas: int = 1, init_from=None,
+                  label_corrections=None) -> TrainingPlan:
     """Open ``data``, split it and settle the recipe.
 
     Parameters
@@ -175,6 +178,8 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
         Devices training at once: the global batch and the learning rate are that many times the preset's.
     init_from : str or Path, optional
         A saved model (or ``pretrained``) to finetune: its view and input size, the finetuning recipe.
+    label_corrections : str or Path, optional
+        A ``label_corrections.csv`` (an evaluate gallery's): labels changed, galaxies left out.
 
     Returns
     -------
@@ -186,7 +191,10 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
     field = known_training_field(galaxies, data)
-    kept = agreeing_galaxies(galaxies, min_agreement)
+    kept, corrections = agreeing_galaxies(galaxies, min_agreement), None
+    if label_corrections is not None:
+        galaxies, corrected, corrections = label_corrections_module.apply_corrections(galaxies, label_corrections)
+        kept = np.intersect1d(kept, corrected)
     check_labels(galaxies, kept, data)
     train_rows, validation_rows, test_rows = (kept[rows] for rows in
                                               datasets.split_indices(len(kept), test_size=test_fraction))
@@ -196,7 +204,8 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
     if replicas > 1:  # each replica takes the preset's batch: scale the rate with the global batch
         settings = dataclasses.replace(settings, batch_size=settings.batch_size * replicas,
                                        learning_rate=settings.learning_rate * replicas)
-    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops, start)
+    return TrainingPlan(galaxies, field, train_rows, validation_rows, test_rows, settings, crops, start,
+                        corrections)
 
 
 def check_labels(galaxies, rows, data) -> None:

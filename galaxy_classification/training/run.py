@@ -29,7 +29,7 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
           image_size: int = None, crop: float = None, seed: int = None, progress: bool = True,
           steps_per_epoch: int = None, test_fraction: float = datasets.TEST_SIZE, field_of_view: float = None,
           ensemble: int = 1, min_agreement: float = None, distribute: str = "auto", peer_timeout: float = 600,
-          precision: str = None, init_from=None):
+          precision: str = None, init_from=None, label_corrections=None):
     """Train on ``data``, report on the held-out test split and save the model; return the metrics.
 
     Parameters
@@ -66,6 +66,9 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
     init_from : str or Path, optional
         Finetune this saved model (``pretrained``: the shipped one) instead of starting from random
         weights: the new model keeps its input size and field of view, with the finetuning recipe.
+    label_corrections : str or Path, optional
+        Labels corrected by eye (an evaluate gallery's ``label_corrections.csv``) applied to ``data``
+        first; metrics.json records the file's checksum and what changed.
 
     Returns
     -------
@@ -89,7 +92,8 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
         raise UsageError("--ensemble with --init-from: finetune K runs with other --seed values and average them "
                          "with 'quick_cnn_trainer.py ensemble'")
     plan = plan_training(data, preset, TrainingOptions(epochs, batch_size, image_size, crop, precision),
-                         test_fraction, field_of_view, min_agreement, distribution.replicas, init_from)
+                         test_fraction, field_of_view, min_agreement, distribution.replicas, init_from,
+                         label_corrections)
     if distribution.replicas > 1:
         print(f"{distribution.name}: {distribution.replicas} replicas, global batch {plan.settings.batch_size}, "
               f"learning rate {plan.settings.learning_rate:g}")
@@ -107,7 +111,7 @@ def train(data="data", preset: str = "seed", out=".", epochs: int = None, batch_
             metrics = calibrate_save_and_report(plan, run, batches, staging, progress, {
                 "command": "train", "data": str(data), "preset": plan.settings.name, "seed": seed,
                 "ensemble": ensemble, "min_agreement": min_agreement, "distribution": distribution.record(),
-                "init_from": plan.start.record() if plan.start else None})
+                "init_from": plan.start.record() if plan.start else None, "label_corrections": plan.corrections})
     print(f"saved {out_dir / MODEL_STEM}.keras (raw uint8 images of any size) and .h5 (the bare network: "
           f"float32 in [0, 1] at {plan.settings.image_size} px); metrics and pictures in {out_dir}/")
     plots.show_on_screen_if_possible([out_dir / report.TRAINING_CURVES_FILE])

@@ -87,11 +87,25 @@ def test_the_audit_lists_confident_disagreements_first_with_sky_links():
     table = report.suspect_labels(labels, p_elliptical, [f"s{i}" for i in range(5)],
                                    [str(1237648720693755918 + i) for i in range(5)], "DR15")
     assert list(table.columns) == ["rank", "source", "objid", "label", "predicted", "p_elliptical", "confidence",
-                                   "explore_url"]
-    assert list(table["source"]) == ["s4", "s0", "s2", "s3"]  # 0.96, 0.95, 0.7, 0.6 confident and wrong
+                                   "label_quality", "explore_url"]
+    # too few galaxies for cleanlab: the confident disagreements, the label's probability lowest first
+    assert list(table["source"]) == ["s4", "s0", "s2", "s3"]
     assert list(table["rank"]) == [1, 2, 3, 4] and list(table["label"]) == ["elliptical", "spiral", "elliptical",
                                                                             "spiral"]
     assert table["explore_url"][0].endswith("id=1237648720693755922")
+
+
+def test_cleanlab_finds_the_flipped_labels_lowest_label_quality_first():
+    rng = np.random.default_rng(0)
+    truth = np.array([0, 1] * 30)
+    p_elliptical = np.clip(np.where(truth == 1, 0.85, 0.15) + rng.normal(0, 0.05, len(truth)), 0.01, 0.99)
+    labels = truth.copy()
+    flipped = [3, 10, 41]
+    labels[flipped] = 1 - labels[flipped]
+    p_elliptical[41] = 0.995  # the most confident of the three
+    table = report.suspect_labels(labels, p_elliptical, [f"s{i}" for i in range(len(labels))])
+    assert set(table["source"]) == {f"s{i}" for i in flipped} and table["source"][0] == "s41"
+    assert list(table["label_quality"]) == sorted(table["label_quality"])
 
 
 def test_folding_the_temperature_into_the_network_calibrates_its_output():

@@ -270,6 +270,11 @@ def predict_parser() -> OneLineParser:
     parser.add_argument("--out", default="predictions.csv", help=TABLE_HELP.format("predictions.csv"))
     parser.add_argument("--crop", type=crop_fraction, help=CROP_OVERRIDE_HELP)
     parser.add_argument("--field-of-view", type=field_of_view, help=FIELD_OF_VIEW_HELP)
+    return _with_classification_options(parser)
+
+
+def _with_classification_options(parser):
+    """What predict and classify share: the uncertain class, parts, exit codes, the gallery."""
     parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
     parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
     parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
@@ -292,11 +297,7 @@ def classify_parser() -> OneLineParser:
                         help="look radii up with the SkyServer SQL search, no SciServer account")
     parser.add_argument("--data-release", type=data_release, default="DR15", help="SDSS data release (default DR15)")
     parser.add_argument("--workers", type=bounded_int(1, 64), default=8, help="concurrent cutout downloads (default 8)")
-    parser.add_argument("--min-confidence", type=confidence, help=MIN_CONFIDENCE_HELP)
-    parser.add_argument("--part", "--shard", dest="part", type=_part, metavar="k/N", help=PART_HELP)
-    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
-    parser.add_argument("--gallery", action="store_true", help=GALLERY_HELP)
-    return parser
+    return _with_classification_options(parser)
 
 
 def ensemble_parser() -> OneLineParser:

@@ -80,6 +80,13 @@ ROW_LIMIT = 500000
 FOOTPRINT_MIN_DEC = -30.0
 
 
+def unused_address():
+    """``http://127.0.0.1:PORT`` where nothing listens: a service that cannot be reached."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+
 def canned(name):
     return (DATA_DIR / name).read_bytes()
 

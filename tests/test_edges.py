@@ -20,7 +20,7 @@ from galaxy_classification.data import storage
 from galaxy_classification.model import files as model_files
 
 from conftest import PROJECT_ROOT
-from fake_sdss import FakeSDSS, make_sky
+from fake_sdss import FakeSDSS, make_sky, unused_address
 from test_sdss_client import point_client_at
 from trainer_helpers import write_data_directory, write_image_csv
 
@@ -199,10 +199,7 @@ def test_a_release_without_the_web_service_is_refused_before_any_request(tmp_pat
 
 
 def test_offline_is_said_in_the_first_words_with_the_way_out(tmp_path, monkeypatch, capsys):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("SDSS_SKYSERVER_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SDSS_SKYSERVER_URL", unused_address())
     monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "0.2")
     line = one_line_error(capsys, sdss_query.main, ["--no-login", "--out", str(tmp_path / "d")], code=1)
     assert line.startswith("error: cannot reach SDSS") and "--synthetic" in line

@@ -22,7 +22,17 @@ from galaxy_classification.data import storage
 from galaxy_classification.errors import SDSSQueryError, UsageError
 from galaxy_classification.sdss import cutouts, skyserver
 
-from fake_sdss import BIG_OBJID, BIG_SPECOBJID, PASSWORD, TOKEN, USERNAME, FakeSDSS, make_sky, objid_colour
+from fake_sdss import (
+    BIG_OBJID,
+    BIG_SPECOBJID,
+    PASSWORD,
+    TOKEN,
+    USERNAME,
+    FakeSDSS,
+    make_sky,
+    objid_colour,
+    unused_address,
+)
 
 RETRIES = 3
 IMAGE_SIZE = 64
@@ -577,16 +587,14 @@ def test_an_html_404_page_is_tried_once_and_names_the_address(fake, credentials,
 
 
 def test_a_service_that_cannot_be_reached_is_said_plainly_and_quickly(fake, tmp_path, monkeypatch):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("SDSS_SKYSERVER_URL", f"http://127.0.0.1:{port}")
+    address = unused_address()
+    monkeypatch.setenv("SDSS_SKYSERVER_URL", address)
     monkeypatch.setenv("SDSS_BACKOFF_SECONDS", "1")
     started = time.monotonic()
     with pytest.raises(SDSSQueryError) as raised:
         fetch(tmp_path)
     assert str(raised.value).startswith("cannot reach SDSS (connection refused)")
-    assert "--synthetic" in str(raised.value) and f"127.0.0.1:{port}/DR15/SkyServerWS" in str(raised.value)
+    assert "--synthetic" in str(raised.value) and f"{address}/DR15/SkyServerWS" in str(raised.value)
     assert time.monotonic() - started < 10  # a few seconds of retries, not a minute
 
 

@@ -102,18 +102,18 @@ def compile_model(model, preset, steps_per_epoch):
 
 def softmax_layers(network):
     """The Dense softmax layers that end ``network`` (one, or one per ensemble member)."""
-    found = [layer for layer in _all_layers(network)
+    found = [layer for layer in all_layers(network)
              if isinstance(layer, layers.Dense) and layer.activation is keras.activations.softmax]
     if not found:
         raise UsageError(f"{network.name} does not end in a Dense softmax layer")
     return found
 
 
-def _all_layers(model):
+def all_layers(model):
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def fold_temperature(network, temperature):

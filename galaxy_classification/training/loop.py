@@ -206,21 +206,15 @@ def starting_network(path, settings: Preset):
     ``settings.frozen_batchnorm`` its BatchNorm layers keep their statistics (inference mode)."""
     import keras
 
+    from galaxy_classification.model import architectures
     from galaxy_classification.model import files as model_files
 
     network = model_files.load_model(path).network
     if settings.frozen_batchnorm:
-        for layer in _every_layer(network):
+        for layer in architectures.all_layers(network):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return network
-
-
-def _every_layer(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _every_layer(layer)
 
 
 def seed_everything(keras, seed):

@@ -46,12 +46,13 @@ def evaluate(model, data, out=".", progress: bool = True, crop: float = None, fi
         The metrics, as in metrics.json.
     """
     from galaxy_classification.evaluation import metrics, report
-    from galaxy_classification.model import files as model_files
 
     tables.table_format(predictions)
     storage.check_can_write(out, "--out")
-    classifier = model_files.load_classifier(model)
     galaxies = datasets.open_training_data(data, field_of_view)
+    from galaxy_classification.model import files as model_files  # Keras starts only once the data is good
+
+    classifier = model_files.load_classifier(model)
     crops = classifier.crop_policy(crop).crops(galaxies, what=str(galaxies.path))
     probabilities = model_files.predict_probabilities(classifier, galaxies.images, crops, progress=progress)
     with storage.staged_outputs(out) as staging:  # the report, the table and the suspects appear together

@@ -137,7 +137,6 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
     pandas.DataFrame
         The catalogue's columns, objid, the probabilities and class, the cutout, status and reason.
     """
-    from galaxy_classification.model import files as model_files
     from galaxy_classification.sdss import parameters
 
     release = parameters.data_release_name(data_release)
@@ -147,6 +146,8 @@ def classify(catalogue_path, model=None, out="classified.csv", login: bool = Tru
     storage.check_can_write(out, "--out", directory=False)
     table = read_catalogue(catalogue_path)  # bad input fails before the model loads
     checked_positions(table, catalogue_path)
+    from galaxy_classification.model import files as model_files  # Keras starts only once the input is good
+
     classifier = model_files.load_classifier(model)
     return classify_catalogue(catalogue_path, classifier, out, login=login, data_release=release, workers=workers,
                               progress=progress, min_confidence=min_confidence, part=part, table=table,

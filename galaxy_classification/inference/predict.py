@@ -59,11 +59,11 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
     pandas.DataFrame
         source, p_spiral, p_elliptical, predicted, crop, [status, reason], [objid, explore_url].
     """
-    from galaxy_classification.model import files as model_files
-
     tables.table_format(out)
     storage.check_can_write(out, "--out", directory=False)
     inputs = [datasets.open_prediction_inputs(path, field_of_view) for path in paths]
+    from galaxy_classification.model import files as model_files  # Keras starts only once the inputs are good
+
     classifier = model_files.load_classifier(model)
     offsets = np.cumsum([0] + [len(galaxies) for galaxies in inputs])
     wanted = parts.part_rows(int(offsets[-1]), part) if part else np.arange(offsets[-1])

@@ -185,9 +185,9 @@ def plan_training(data, preset: str, options: TrainingOptions = TrainingOptions(
     -------
     TrainingPlan
     """
+    galaxies = datasets.open_training_data(data, field_of_view)  # bad data is said before Keras starts
     start = starting_model(init_from) if init_from is not None else None
     recipe = finetuning_recipe(start, options) if start else presets.PRESETS[preset]
-    galaxies = datasets.open_training_data(data, field_of_view)
     skipped = f" ({galaxies.skipped} rows without a label skipped)" if galaxies.skipped else ""
     print(f"{len(galaxies)} galaxies from {data}{skipped}")
     field = known_training_field(galaxies, data)

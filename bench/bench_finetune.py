@@ -90,8 +90,15 @@ def run(data_csv, test_csv, out, seed, init_from):
     import quick_cnn_trainer
 
     options = {"init_from": init_from} if init_from else {"preset": "modern"}
-    started = time.perf_counter()
-    quick_cnn_trainer.train(str(data_csv), out=out, seed=seed, progress=False, test_fraction=0.1, **options)
+    for attempt in (1, 2):
+        started = time.perf_counter()
+        try:
+            quick_cnn_trainer.train(str(data_csv), out=out, seed=seed, progress=False, test_fraction=0.1, **options)
+            break
+        except SystemError as error:  # CPython 3.11's "AST constructor recursion depth mismatch", seen once
+            if attempt == 2:
+                raise
+            print(f"{out.name}: {error}; running it again", flush=True)
     seconds = time.perf_counter() - started
     return judge(out / "my-galaxy-model.keras", test_csv, out / "test") + (seconds,)
 

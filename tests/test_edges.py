@@ -265,6 +265,7 @@ def test_merge_refuses_a_part_that_lost_its_last_row(tmp_path, capsys):
 
 INTERRUPTING_TRAINER = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal: a background job starts it ignored
 sys.path.insert(0, {root!r})
 from galaxy_classification.model import files
 save = files.save_model

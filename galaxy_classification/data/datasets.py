@@ -119,14 +119,9 @@ def _with_given_field(data, petro_radii):
     return data
 
 
-def recorded_field(directory):
-    """The field recorded in ``directory/dataset.json``, or None."""
-    return field_of_view.read_dataset_record(directory)
-
-
 def directory_field(directory, what):
     """The recorded field of a data directory; the seed's defaults, said once, without one."""
-    recorded = recorded_field(directory)
+    recorded = field_of_view.read_dataset_record(directory)
     if recorded is not None:
         return recorded
     return field_of_view.assume(field_of_view.SEED_FIELD, what,
@@ -176,7 +171,7 @@ def csv_field(csv_path, table):
             raise DataFileError(f"{csv_path}: {FIELD_COLUMN} {table[FIELD_COLUMN][row]!r} in row {row + 2} is not a "
                                 "positive number of petroR90 across")
         return None, values.to_numpy(dtype=np.float64)
-    recorded = recorded_field(Path(csv_path).parent)
+    recorded = field_of_view.read_dataset_record(Path(csv_path).parent)
     if recorded is not None:
         return recorded, None
     if "gz1_class" in table.columns:
@@ -184,17 +179,21 @@ def csv_field(csv_path, table):
     return None, None
 
 
-def _read_csv(path, required_columns):
+def read_csv_table(path, required_columns, option=None):
+    """A CSV as text columns (empty cells stay ''), or DataFileError naming the file (after ``option``,
+    e.g. ``--label-corrections``, when it is an option's) and what is wrong."""
+    path = Path(path)
+    named = f"{option} {path}" if option else str(path)
     if not path.is_file():
-        raise DataFileError(f"{path}: no such CSV file")
+        raise DataFileError(f"{named}: no such CSV file")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataFileError(f"{path}: not a readable CSV ({str(error).strip()})") from None
+        raise DataFileError(f"{named}: not a readable CSV ({str(error).strip()})") from None
     missing = [column for column in required_columns if column not in table.columns]
     if missing:
         raise DataFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(required_columns)}, "
+            f"{named}: missing column(s) {', '.join(missing)}; expected {','.join(required_columns)}, "
             f"found {','.join(table.columns) or 'none'}"
         )
     return table
@@ -215,7 +214,7 @@ def _resolved_files(csv_path, file_column, some_missing_ok=False):
 
 
 def _open_labelled_csv(csv_path):
-    table = _read_csv(csv_path, ("file", "label"))
+    table = read_csv_table(csv_path, ("file", "label"))
     label_text = table["label"].str.strip()
     has_label = label_text != ""
     labels = pd.to_numeric(label_text[has_label], errors="coerce")
@@ -256,7 +255,7 @@ def _open_prediction_inputs(path):
         if not image_files:
             raise DataFileError(f"{path}: directory holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         return GalaxyData(path, "files", ImageFiles(image_files), sources=[str(file) for file in image_files],
-                          field=recorded_field(path))
+                          field=field_of_view.read_dataset_record(path))
     if not path.exists():
         raise DataFileError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
@@ -272,7 +271,7 @@ def _open_prediction_inputs(path):
         return GalaxyData(path, "npy", images, sources=sources, field=directory_field(path.parent, str(path)),
                           catalogue=catalogue)
     if suffix == ".csv":
-        table = _read_csv(path, ("file",))
+        table = read_csv_table(path, ("file",))
         files = _resolved_files(path, table["file"], some_missing_ok=True)
         field, row_fields = csv_field(path, table)
         return GalaxyData(path, "files", ImageFiles(files), sources=[str(file) for file in files],

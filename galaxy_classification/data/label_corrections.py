@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_classification import CLASS_NAMES
+from galaxy_classification.data import datasets
 from galaxy_classification.errors import DataFileError, note
 
 COLUMNS = ("file", "objid", "old_label", "new_label")
@@ -34,17 +35,7 @@ def _label_number(text, path, line):
 
 def read_corrections(path):
     """The corrections of ``path`` as a table with ``old`` and ``new`` label numbers (``new`` None: leave out)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"--label-corrections {path}: no such file")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataFileError(f"--label-corrections {path}: not a readable CSV ({str(error).strip()})") from None
-    missing = [column for column in COLUMNS if column not in table.columns]
-    if missing:
-        raise DataFileError(f"--label-corrections {path}: no {', '.join(missing)} column (expected "
-                            f"{','.join(COLUMNS)}, as an evaluate gallery downloads)")
+    table = datasets.read_csv_table(path, COLUMNS, "--label-corrections")
     # object columns: a 'leave out' (None) must not become NaN in a column of numbers
     table["old"] = pd.Series([_label_number(text, path, line + 2) for line, text in enumerate(table["old_label"])],
                              dtype=object)

@@ -72,8 +72,9 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
         rows = wanted[(wanted >= offset) & (wanted < offset + len(galaxies))] - offset
         if len(rows) == 0:
             continue
-        piece = predict_rows(classifier, galaxies, rows, crop, min_confidence, progress)
-        views.append((galaxies, rows, piece))
+        images, crops = model_view(classifier, galaxies, rows, crop)
+        piece = predict_rows(classifier, galaxies, rows, images, crops, min_confidence, progress)
+        views.append((images, crops, piece))
         if part:
             piece = parts.labelled_part(piece, rows + offset, offsets[-1])
         pieces.append(piece)
@@ -81,7 +82,7 @@ def predict(paths, model=None, out="predictions.csv", progress: bool = True, cro
         columns=["source", "p_spiral", "p_elliptical", "predicted", "crop", parts.ROW_COLUMN, parts.TOTAL_COLUMN])
     target = write_results(table, parts.part_path(out, part) if part else out, classifier)
     if gallery:
-        write_prediction_gallery(classifier, views, crop, table, target)
+        write_prediction_gallery(classifier, views, table, target)
     print_summary(table, target, (*CLASS_NAMES, UNCERTAIN) if min_confidence is not None else CLASS_NAMES)
     return table
 
@@ -93,13 +94,12 @@ def model_view(classifier, galaxies, rows, crop=None):
     return images, crops
 
 
-def write_prediction_gallery(classifier, views, crop, table, target):
+def write_prediction_gallery(classifier, views, table, target):
     """``OUT.html`` and ``OUT_thumbnails/`` of a predict run (each input's rows, in table order)."""
     page, folder = gallery_module.gallery_paths(target)
     temporary, names = gallery_module.staging_folder(folder), []
     try:
-        for galaxies, rows, piece in views:
-            images, crops = model_view(classifier, galaxies, rows, crop)
+        for images, crops, piece in views:
             readable = piece["status"].ne("failed").to_numpy() if "status" in piece.columns else None
             names += gallery_module.write_thumbnails(images, crops, classifier.image_size, temporary, len(names),
                                                      readable)
@@ -110,11 +110,11 @@ def write_prediction_gallery(classifier, views, crop, table, target):
     print(f"wrote {page} (open it in a browser; thumbnails in {folder.name}/)")
 
 
-def predict_rows(classifier, galaxies, rows, crop=None, min_confidence=None, progress=True) -> pd.DataFrame:
-    """The results of ``rows`` of one input; an unreadable file's row has status 'failed'."""
+def predict_rows(classifier, galaxies, rows, images, crops, min_confidence=None, progress=True) -> pd.DataFrame:
+    """The results of ``rows`` of one input, whose ``images`` are shown with ``crops``
+    (:func:`model_view`); an unreadable file's row has status 'failed'."""
     from galaxy_classification.model import files as model_files
 
-    images, crops = model_view(classifier, galaxies, rows, crop)
     if isinstance(images, image_stores.ImageFiles):
         images = image_stores.ForgivingImageFiles(images.paths)
     probabilities = model_files.predict_probabilities(classifier, images, crops, progress=progress)
